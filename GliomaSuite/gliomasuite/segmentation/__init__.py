@@ -1,0 +1,1 @@
+"""Tumour segmentation: the V-Net, its training, and inference on a study."""

@@ -1,0 +1,286 @@
+"""Training the V-Net on a cache of labelled cases.
+
+Data stay on the training device as float16 volumes; each step draws patches with MONAI's
+``RandCropByLabelClassesd`` (class ratios background : NCR : ED : ET = 1 : 1 : 1 : 2, so small
+enhancing regions are found), then MONAI augmentation (affine, flips, intensity scale and shift,
+and modality dropout of T1 or T2 so a study missing one still segments). Loss: MONAI ``DiceCELoss``
+(Dice + binary cross-entropy over the sigmoid regions WT, TC, ET) under ``DeepSupervisionLoss``.
+Optimiser AdamW with polynomial decay. Everything random is drawn from ``seed`` (and the rank),
+so the same command on the same hardware gives the same model.
+
+Checkpoints (``checkpoint.pt``, written atomically every ``checkpoint_every`` steps and when a
+time budget runs out) hold model, optimiser and random states; ``resume`` continues exactly.
+Under ``torchrun`` each process trains on its own patches and gradients are averaged
+(DistributedDataParallel, NCCL on GPUs, gloo on CPUs).
+"""
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .cache import cached_cases, load_case
+from .vnet import VNet
+
+#: Label values in the cache mapped to classes for patch sampling: 0 bg, 1 NCR, 2 ED, 3 ET.
+_CLASS_OF_LABEL = {0: 0, 1: 1, 2: 2, 4: 3}
+
+
+@dataclass
+class TrainConfig:
+    cache: str
+    out: str
+    cases: Optional[List[str]] = None          # training cases (default: all in the cache)
+    iterations: int = 8000
+    batch_size: int = 2
+    patch: Sequence[int] = (128, 128, 128)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    channels: Sequence[int] = (16, 32, 64, 128, 192)
+    encoder_convs: Sequence[int] = (1, 2, 2, 2, 2)
+    decoder_convs: Sequence[int] = (2, 2, 2, 1)
+    class_ratios: Sequence[float] = (1, 1, 1, 2)
+    modality_dropout: float = 0.1
+    checkpoint_every: int = 500
+    max_minutes: Optional[float] = None        # stop (with a checkpoint) after this much wall time
+    device: str = "auto"
+    amp: bool = True
+    log_every: int = 50
+    extra: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    from monai.utils import set_determinism
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    set_determinism(seed=seed)
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RuntimeError("a GPU was requested but PyTorch sees none; use --device cpu or auto")
+    return torch.device("cuda" if choice == "gpu" else choice)
+
+
+def labels_to_regions(labels: torch.Tensor) -> torch.Tensor:
+    """Class map (values 0 bg, 1 NCR, 2 ED, 3 ET), shape (B, 1, ...) -> float (B, 3, ...) WT, TC, ET."""
+    wt = labels > 0
+    tc = (labels == 1) | (labels == 3)
+    et = labels == 3
+    return torch.cat([wt, tc, et], dim=1).float()
+
+
+def make_augmentation(config: TrainConfig, device: torch.device):
+    from monai.transforms import (Compose, RandAffined, RandCropByLabelClassesd, RandFlipd,
+                                  RandScaleIntensityd, RandShiftIntensityd)
+
+    keys = ["image", "label"]
+    return Compose([
+        RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=list(config.patch),
+                                ratios=list(config.class_ratios), num_classes=4, num_samples=1,
+                                indices_key="indices", warn=False),
+        RandAffined(keys=keys, prob=0.3, rotate_range=[0.26] * 3, scale_range=[0.15] * 3,
+                    mode=("bilinear", "nearest"), padding_mode="zeros", device=device),
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
+        RandFlipd(keys=keys, prob=0.5, spatial_axis=2),
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5, channel_wise=True),
+        RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5, channel_wise=True),
+    ])
+
+
+class PatchSampler:
+    """Cases resident on the device and a MONAI pipeline that turns them into training batches."""
+
+    def __init__(self, config: TrainConfig, cases: List[str], device: torch.device, rank_seed: int):
+        from monai.transforms import ClassesToIndices, SpatialPad
+
+        self.config = config
+        self.device = device
+        self.rng = np.random.RandomState(rank_seed)
+        self.pad = SpatialPad(spatial_size=list(config.patch))
+        indexer = ClassesToIndices(num_classes=4)
+        self.items = []
+        for name in cases:
+            image, labels = load_case(config.cache, name)
+            classes = np.zeros(labels.shape, dtype=np.uint8)
+            for value, cls in _CLASS_OF_LABEL.items():
+                classes[labels == value] = cls
+            image_t = self.pad(torch.from_numpy(image)).to(device, torch.float16)
+            classes_t = self.pad(torch.from_numpy(classes)[None]).to(device)
+            indices = indexer(classes_t.cpu())
+            self.items.append({"image": image_t, "label": classes_t, "indices": indices})
+        self.augment = make_augmentation(config, device)
+        self.augment.set_random_state(seed=rank_seed)
+
+    def batch(self):
+        images, labels = [], []
+        for _ in range(self.config.batch_size):
+            item = self.items[self.rng.randint(len(self.items))]
+            sample = self.augment({"image": item["image"].float(), "label": item["label"],
+                                   "indices": item["indices"]})
+            sample = sample[0] if isinstance(sample, list) else sample
+            image = torch.as_tensor(sample["image"])
+            if self.config.modality_dropout and self.rng.rand() < self.config.modality_dropout:
+                image = image.clone()
+                image[[0, 2][self.rng.randint(2)]] = 0.0  # T1 or T2 missing
+            images.append(image)
+            labels.append(torch.as_tensor(sample["label"]))
+        return (torch.stack(images).to(self.device, non_blocking=True),
+                labels_to_regions(torch.stack(labels).to(self.device)))
+
+
+def build_model(config: TrainConfig) -> VNet:
+    return VNet(in_channels=4, out_channels=3, channels=config.channels,
+                encoder_convs=config.encoder_convs, decoder_convs=config.decoder_convs,
+                deep_supervision=True)
+
+
+def _poly_lr(config: TrainConfig, step: int) -> float:
+    return config.lr * (1 - step / config.iterations) ** 0.9
+
+
+def train(config: TrainConfig, resume: bool = False, report: Callable[[float, str], None] = None) -> Path:
+    """Train; returns the output folder with ``checkpoint.pt`` and ``train_log.jsonl``."""
+    from monai.losses import DeepSupervisionLoss, DiceCELoss
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = pick_device(config.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    seed_everything(config.seed + rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = config.cases or cached_cases(config.cache)
+    if rank == 0:
+        (out / "train_config.json").write_text(json.dumps(asdict(config), indent=1))
+
+    model = build_model(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step = 0
+    checkpoint_path = out / "checkpoint.pt"
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+    sampler = PatchSampler(config, cases, device, rank_seed=config.seed * 1000 + rank + step)
+    if resume and checkpoint_path.exists():
+        torch.set_rng_state(state["torch_rng"].cpu())
+    network = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_fn = DeepSupervisionLoss(DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5), weight_mode="exp")
+    use_amp = config.amp and device.type == "cuda"
+    start = time.monotonic()
+    log_file = open(out / "train_log.jsonl", "a") if rank == 0 else None
+    running = []
+
+    def save_checkpoint():
+        if rank != 0:
+            return
+        tmp = checkpoint_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                    "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(config))}, tmp)
+        tmp.replace(checkpoint_path)
+
+    network.train()
+    while step < config.iterations:
+        for group in optimizer.param_groups:
+            group["lr"] = _poly_lr(config, step)
+        images, targets = sampler.batch()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            outputs = network(images)
+        loss = loss_fn([o.float() for o in outputs], targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+        optimizer.step()
+        step += 1
+        running.append(float(loss.detach()))
+        if step % config.log_every == 0 or step == config.iterations:
+            elapsed = time.monotonic() - start
+            record = {"step": step, "loss": round(float(np.mean(running)), 4), "lr": _poly_lr(config, step - 1),
+                      "elapsed_s": round(elapsed, 1)}
+            running = []
+            if log_file:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            if report and rank == 0:
+                report(step / config.iterations, f"step {step}/{config.iterations}, loss {record['loss']:.4f}")
+        if step % config.checkpoint_every == 0:
+            save_checkpoint()
+        if config.max_minutes and (time.monotonic() - start) > config.max_minutes * 60:
+            break
+    save_checkpoint()
+    if log_file:
+        log_file.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return out
+
+
+def main(argv=None):
+    """Entry for ``python -m gliomasuite.segmentation.training`` (and torchrun) on a prepared cache."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Train the V-Net on a training cache")
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--iterations", type=int, default=8000)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--patch", type=int, nargs=3, default=[128, 128, 128])
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--checkpoint-every", type=int, default=500)
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--export", help="also write the trained weights (.npz, float16) here")
+    args = parser.parse_args(argv)
+    config = TrainConfig(cache=args.cache, out=args.out, iterations=args.iterations, batch_size=args.batch_size,
+                         patch=tuple(args.patch), lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
+                         device=args.device, checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+    out = train(config, resume=args.resume,
+                report=lambda f, m: print(f"[{f * 100:5.1f}%] {m}", flush=True))
+    if args.export and int(os.environ.get("RANK", "0")) == 0:
+        print("exported", export_checkpoint(out / "checkpoint.pt", args.export), flush=True)
+
+
+def export_checkpoint(checkpoint, path) -> str:
+    """Shipped weights (see :mod:`.weights`) from a training checkpoint; returns their SHA-256."""
+    from .weights import save_weights
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = TrainConfig(**json.loads(state["config"]))
+    model = build_model(config)
+    model.load_state_dict(state["model"])
+    return save_weights(model, path, {"training_steps": int(state["step"]), "train_config": asdict(config)})
+
+
+if __name__ == "__main__":
+    main()
