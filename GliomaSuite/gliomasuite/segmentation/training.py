@@ -39,7 +39,8 @@ class TrainConfig:
     cases: Optional[List[str]] = None          # training cases (default: all in the cache)
     iterations: int = 8000
     batch_size: int = 2
-    patch: Sequence[int] = (128, 128, 128)
+    patch: Sequence[int] = (128, 128, 128)     # in network voxels (downsample mm each)
+    downsample: int = 1                        # 2: the network sees 2 mm voxels (average-pooled)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -74,24 +75,41 @@ def pick_device(choice: str = "auto") -> torch.device:
 
 
 def labels_to_regions(labels: torch.Tensor) -> torch.Tensor:
-    """Class map (values 0 bg, 1 NCR, 2 ED, 3 ET), shape (B, 1, ...) -> float (B, 3, ...) WT, TC, ET."""
+    """Class map (values 0 bg, 1 NCR, 2 ED, 3 ET), shape (1, ...) -> float (3, ...) WT, TC, ET."""
     wt = labels > 0
     tc = (labels == 1) | (labels == 3)
     et = labels == 3
-    return torch.cat([wt, tc, et], dim=1).float()
+    return torch.cat([wt, tc, et], dim=0).float()
+
+
+def downsample_case(image: torch.Tensor, classes: torch.Tensor, factor: int):
+    """Average-pool the image and turn the 1 mm truth into soft region fractions at the coarse grid.
+
+    The class map used only to choose patch centres is max-pooled (ET wins), so a single enhancing
+    voxel still attracts patches.
+    """
+    if factor == 1:
+        return image, classes, labels_to_regions(classes)
+    pool = torch.nn.functional.avg_pool3d
+    pad = [0, (-image.shape[3]) % factor, 0, (-image.shape[2]) % factor, 0, (-image.shape[1]) % factor]
+    image = torch.nn.functional.pad(image, pad)
+    classes = torch.nn.functional.pad(classes, pad)
+    targets = pool(labels_to_regions(classes)[None], factor)[0]
+    coarse = torch.nn.functional.max_pool3d(classes[None].float(), factor)[0].to(torch.uint8)
+    return pool(image[None], factor)[0], coarse, targets
 
 
 def make_augmentation(config: TrainConfig, device: torch.device):
     from monai.transforms import (Compose, RandAffined, RandCropByLabelClassesd, RandFlipd,
                                   RandScaleIntensityd, RandShiftIntensityd)
 
-    keys = ["image", "label"]
+    keys = ["image", "label", "target"]
     return Compose([
         RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=list(config.patch),
                                 ratios=list(config.class_ratios), num_classes=4, num_samples=1,
                                 indices_key="indices", warn=False),
         RandAffined(keys=keys, prob=0.3, rotate_range=[0.26] * 3, scale_range=[0.15] * 3,
-                    mode=("bilinear", "nearest"), padding_mode="zeros", device=device),
+                    mode=("bilinear", "nearest", "bilinear"), padding_mode="zeros", device=device),
         RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
         RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
         RandFlipd(keys=keys, prob=0.5, spatial_axis=2),
@@ -117,10 +135,13 @@ class PatchSampler:
             classes = np.zeros(labels.shape, dtype=np.uint8)
             for value, cls in _CLASS_OF_LABEL.items():
                 classes[labels == value] = cls
-            image_t = self.pad(torch.from_numpy(image)).to(device, torch.float16)
-            classes_t = self.pad(torch.from_numpy(classes)[None]).to(device)
+            image_t, classes_t, targets_t = downsample_case(torch.from_numpy(image),
+                                                            torch.from_numpy(classes)[None], config.downsample)
+            image_t = self.pad(image_t).to(device, torch.float16)
+            classes_t = self.pad(classes_t).to(device)
+            targets_t = self.pad(targets_t).to(device, torch.float16)
             indices = indexer(classes_t.cpu())
-            self.items.append({"image": image_t, "label": classes_t, "indices": indices})
+            self.items.append({"image": image_t, "label": classes_t, "target": targets_t, "indices": indices})
         self.augment = make_augmentation(config, device)
         self.augment.set_random_state(seed=rank_seed)
 
@@ -129,16 +150,16 @@ class PatchSampler:
         for _ in range(self.config.batch_size):
             item = self.items[self.rng.randint(len(self.items))]
             sample = self.augment({"image": item["image"].float(), "label": item["label"],
-                                   "indices": item["indices"]})
+                                   "target": item["target"].float(), "indices": item["indices"]})
             sample = sample[0] if isinstance(sample, list) else sample
             image = torch.as_tensor(sample["image"])
             if self.config.modality_dropout and self.rng.rand() < self.config.modality_dropout:
                 image = image.clone()
                 image[[0, 2][self.rng.randint(2)]] = 0.0  # T1 or T2 missing
             images.append(image)
-            labels.append(torch.as_tensor(sample["label"]))
+            labels.append(torch.as_tensor(sample["target"]))
         return (torch.stack(images).to(self.device, non_blocking=True),
-                labels_to_regions(torch.stack(labels).to(self.device)))
+                torch.stack(labels).to(self.device).clamp_(0, 1))
 
 
 def build_model(config: TrainConfig) -> VNet:
@@ -253,6 +274,10 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=8000)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--patch", type=int, nargs=3, default=[128, 128, 128])
+    parser.add_argument("--downsample", type=int, default=1, choices=[1, 2])
+    parser.add_argument("--channels", type=int, nargs=5, default=[16, 32, 64, 128, 192])
+    parser.add_argument("--decoder-convs", type=int, nargs=4, default=[2, 2, 2, 1])
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float)
@@ -262,8 +287,11 @@ def main(argv=None):
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--export", help="also write the trained weights (.npz, float16) here")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = TrainConfig(cache=args.cache, out=args.out, iterations=args.iterations, batch_size=args.batch_size,
-                         patch=tuple(args.patch), lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
+                         patch=tuple(args.patch), downsample=args.downsample, channels=tuple(args.channels),
+                         decoder_convs=tuple(args.decoder_convs), lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
                          device=args.device, checkpoint_every=args.checkpoint_every, log_every=args.log_every)
     out = train(config, resume=args.resume,
                 report=lambda f, m: print(f"[{f * 100:5.1f}%] {m}", flush=True))
@@ -279,7 +307,8 @@ def export_checkpoint(checkpoint, path) -> str:
     config = TrainConfig(**json.loads(state["config"]))
     model = build_model(config)
     model.load_state_dict(state["model"])
-    return save_weights(model, path, {"training_steps": int(state["step"]), "train_config": asdict(config)})
+    return save_weights(model, path, {"training_steps": int(state["step"]), "train_config": asdict(config)},
+                        input_downsample=config.downsample)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,15 @@ def sha256(path) -> str:
     return digest.hexdigest()
 
 
-def save_weights(model: VNet, path, metadata: Optional[dict] = None) -> str:
-    """Write ``model`` as float16 arrays; returns the file's SHA-256."""
+def save_weights(model: VNet, path, metadata: Optional[dict] = None, input_downsample: int = 1) -> str:
+    """Write ``model`` as float16 arrays; returns the file's SHA-256.
+
+    ``input_downsample`` 2 means the network was trained on 2 mm voxels (average-pooled 1 mm input).
+    """
     arrays = {name: tensor.detach().cpu().to(torch.float16).numpy()
               for name, tensor in model.state_dict().items()}
-    header = {"architecture": "VNet", "config": model.config, "metadata": metadata or {}}
+    header = {"architecture": "VNet", "config": model.config, "input_downsample": int(input_downsample),
+              "metadata": metadata or {}}
     arrays[_CONFIG_KEY] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,5 +70,6 @@ def load_weights(path, expected_sha256: Optional[str] = None) -> Tuple[VNet, dic
     config = dict(header["config"])
     model = VNet(**config)
     model.load_state_dict(state)
+    model.input_downsample = int(header.get("input_downsample", 1))
     model.eval()
     return model, header.get("metadata", {})

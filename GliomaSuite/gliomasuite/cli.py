@@ -1,0 +1,234 @@
+"""The ``gliomasuite`` command line.
+
+Every command that takes long prints human progress, or with ``--json-progress`` one JSON object
+per line (see :mod:`gliomasuite.progress`) for the Slicer module's background runner. A problem
+with the user's input ends the command with one sentence on stderr and exit status 2; nothing
+partial is left behind (outputs are written to a temporary name and moved into place).
+Exit status 130 means the job was cancelled (Ctrl+C or SIGTERM from the Slicer module's Cancel).
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from . import __version__
+from .errors import CancelledError, GliomaSuiteError
+from .progress import Progress
+
+EXIT_USER_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+def _study_source(args) -> object:
+    """A folder, a list of files, or explicit ``--t1 ... --flair`` files (modality -> path)."""
+    explicit = {m: getattr(args, m) for m in ("t1", "t1ce", "t2", "flair") if getattr(args, m, None)}
+    if explicit and args.study:
+        raise GliomaSuiteError("Give either a study folder/files or --t1/--t1ce/--t2/--flair, not both.")
+    if explicit:
+        return explicit
+    if not args.study:
+        raise GliomaSuiteError("No study given: pass a folder with the T1, T1ce, T2 and FLAIR images, "
+                               "or the files, or --t1/--t1ce/--t2/--flair.")
+    return args.study[0] if len(args.study) == 1 else list(args.study)
+
+
+def write_image_atomically(image, path: Path) -> None:
+    """Write through a temporary file in the same folder, so a failure leaves nothing partial."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise GliomaSuiteError(f"{path} already exists; choose another output name or pass --overwrite "
+                               "(an edited segmentation is never replaced silently).")
+
+
+def cmd_segment(args, progress: Progress) -> dict:
+    from .segmentation.inference import load_model, segment_study
+    from .study import load_study
+
+    output = Path(args.output)
+    _check_output(output, args.overwrite)
+    if args.probabilities:
+        _check_output(Path(args.probabilities), args.overwrite)
+    progress.update(0.0, "Loading the study")
+    study = load_study(_study_source(args), log=progress.note)
+    model, _ = load_model(args.model)
+    result = segment_study(study, model=model, device=args.device, tta=args.tta,
+                           probabilities=bool(args.probabilities), window=args.window, progress=progress.update)
+    for warning in result.warnings:
+        progress.note(warning)
+    write_image_atomically(result.labels, output)
+    if result.probabilities is not None:
+        write_image_atomically(result.probabilities, Path(args.probabilities))
+    summary = {"output": str(output), "device": result.device,
+               "volumes_cm3": {k: round(v, 3) for k, v in result.volumes_cm3.items()},
+               "warnings": result.warnings}
+    if args.probabilities:
+        summary["probabilities"] = str(args.probabilities)
+    if not progress.json_lines:
+        for name, value in summary["volumes_cm3"].items():
+            print(f"  {name:>3}: {value:8.2f} cm3")
+    return summary
+
+
+def cmd_demo(args, progress: Progress) -> dict:
+    """Build the embedded synthetic case, segment it, and score the result against its truth."""
+    import SimpleITK as sitk
+
+    from .demo import make_demo_study
+    from .metrics import evaluate_labels
+    from .segmentation.inference import load_model, segment_study
+    from .study import find_segmentation, load_study
+
+    out = Path(args.output)
+    study_dir = out / "study"
+    progress.update(0.0, f"Writing the synthetic demo study to {study_dir}")
+    make_demo_study(study_dir, seed=args.seed)
+    study = load_study(study_dir, log=progress.note)
+    model, _ = load_model(args.model)
+    result = segment_study(study, model=model, device=args.device, tta=args.tta, progress=progress.update)
+    write_image_atomically(result.labels, out / "segmentation.nii.gz")
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(find_segmentation(study_dir))))
+    pred = sitk.GetArrayFromImage(result.labels)
+    scores = evaluate_labels(pred, truth, spacing=study.reference.GetSpacing()[::-1])
+    report = {"study": str(study_dir), "segmentation": str(out / "segmentation.nii.gz"),
+              "device": result.device, "volumes_cm3": result.volumes_cm3, "warnings": result.warnings,
+              "dice": {r: round(m["dice"], 4) for r, m in scores.items()},
+              "hd95_mm": {r: round(m["hd95"], 2) for r, m in scores.items()}}
+    (out / "demo_result.json").write_text(json.dumps(report, indent=2))
+    if not progress.json_lines:
+        print("Dice against the demo's truth: " + ", ".join(f"{r} {d:.3f}" for r, d in report["dice"].items()))
+        print(f"Results in {out}")
+    return report
+
+
+def cmd_train_segmentation(args, progress: Progress) -> dict:
+    from .segmentation.cache import build_cache
+    from .segmentation.training import TrainConfig, train
+    from .segmentation.training import export_checkpoint
+
+    cache = Path(args.cache or Path(args.out) / "cache")
+    progress.update(0.0, f"Preparing the training cache in {cache}")
+    build_cache(args.data, cache, log=progress.note)
+    from .segmentation.cache import cached_cases
+
+    cases = cached_cases(cache)
+    validation = set(args.validation or [])
+    unknown = validation - set(cases)
+    if unknown:
+        raise GliomaSuiteError(f"Validation case(s) {', '.join(sorted(unknown))} are not in {args.data}.")
+    config = TrainConfig(cache=str(cache), out=args.out, cases=[c for c in cases if c not in validation],
+                         iterations=args.iterations, batch_size=args.batch_size, patch=tuple(args.patch),
+                         downsample=args.downsample, channels=tuple(args.channels),
+                         decoder_convs=tuple(args.decoder_convs), lr=args.lr, seed=args.seed,
+                         max_minutes=args.max_minutes, device=args.device)
+    out = train(config, resume=args.resume, report=progress.update)
+    sha = export_checkpoint(out / "checkpoint.pt", out / "vnet.npz")
+    return {"weights": str(out / "vnet.npz"), "sha256": sha, "training_cases": len(config.cases)}
+
+
+def _add_study_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", nargs="*", help="study folder, or the image files (modality read from each name)")
+    for m, label in (("t1", "T1"), ("t1ce", "T1ce (post-contrast)"), ("t2", "T2"), ("flair", "FLAIR")):
+        p.add_argument(f"--{m}", metavar="FILE", help=f"the {label} image, when names do not say it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gliomasuite", description=(
+        "Glioma MRI: segmentation (necrotic core, edema, enhancing tumour) from T1, T1ce, T2 and FLAIR."))
+    parser.add_argument("--version", action="version", version=f"gliomasuite {__version__}")
+    parser.add_argument("--json-progress", action="store_true",
+                        help="print progress as one JSON object per line (for the Slicer module)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("segment", help="segment one study into a BraTS label map (0, 1 NCR, 2 ED, 4 ET)")
+    _add_study_arguments(p)
+    p.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz, .nrrd, ...)")
+    p.add_argument("--probabilities", metavar="FILE", help="also write WT/TC/ET probabilities here")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (8 passes: slower, smoother)")
+    p.add_argument("--model", help="registered model name or a weights file (default: the shipped model)")
+    p.add_argument("--window", type=int, help="sliding-window size in network voxels (less memory)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("demo", help="make the embedded synthetic study, segment it and score it")
+    p.add_argument("-o", "--output", default="demo-output", help="folder for the study and results")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--tta", action="store_true")
+    p.add_argument("--model")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train-segmentation", help="train the V-Net on a folder of labelled BraTS-style cases")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per case (images + _seg)")
+    p.add_argument("--out", required=True, help="folder for the cache, checkpoints, log and weights")
+    p.add_argument("--cache", help="where to keep the preprocessed cases (default OUT/cache)")
+    p.add_argument("--validation", nargs="*", help="case names held out of training")
+    p.add_argument("--iterations", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64])
+    p.add_argument("--downsample", type=int, default=2, choices=[1, 2])
+    p.add_argument("--channels", type=int, nargs=5, default=[8, 16, 32, 64, 128])
+    p.add_argument("--decoder-convs", type=int, nargs=4, default=[1, 1, 1, 1])
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=cmd_train_segmentation)
+    return parser
+
+
+def _install_cancel_handler() -> None:
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not in the main thread (e.g. called from a test runner thread)
+        pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    progress = Progress(json_lines=args.json_progress)
+    _install_cancel_handler()
+    try:
+        result = args.func(args, progress)
+    except KeyboardInterrupt:
+        progress.error("Cancelled; nothing was written.")
+        return EXIT_CANCELLED
+    except CancelledError as exc:
+        progress.error(str(exc))
+        return EXIT_CANCELLED
+    except GliomaSuiteError as exc:
+        progress.error(str(exc))
+        return EXIT_USER_ERROR
+    progress.done(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Segment a study with the V-Net: device choice, sliding window, flip TTA, post-processing.
+
+``segment_study`` is what ``gliomasuite segment`` and the Slicer module run. The network sees the
+prepared crop (see :mod:`gliomasuite.preprocess`); the label map comes back on the study's own T1ce
+grid with BraTS labels 0/1/2/4.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .. import labels as L
+from ..errors import GliomaSuiteError
+from ..preprocess import PreparedStudy, prepare, restore_labels, restore_probabilities
+from .weights import load_weights
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "models"
+REGISTRY = MODELS_DIR / "models.json"
+DEFAULT_MODEL = "vnet-brats-v1"
+
+#: Enhancing islands smaller than this (voxels, i.e. mm^3) whose mean ET probability is below
+#: ``ET_ISLAND_CONFIDENCE`` are relabelled necrosis (the Res-UNet seed's post-processing).
+ET_ISLAND_VOXELS = 50
+ET_ISLAND_CONFIDENCE = 0.7
+#: Whole-tumour components smaller than this are dropped as noise (0.1 cm^3).
+MIN_COMPONENT_VOXELS = 100
+
+
+@dataclass
+class SegmentationResult:
+    labels: "object"                       # SimpleITK image on the study's T1ce grid, BraTS labels
+    probabilities: Optional["object"]      # SimpleITK vector image (WT, TC, ET) or None
+    volumes_cm3: Dict[str, float]
+    warnings: List[str] = field(default_factory=list)
+    device: str = "cpu"
+
+
+def registry() -> dict:
+    return json.loads(REGISTRY.read_text())
+
+
+def load_model(name_or_path: Optional[str] = None):
+    """The shipped model by registry name (checksum verified), or a weights file given by path."""
+    name_or_path = name_or_path or DEFAULT_MODEL
+    models = registry()["models"] if REGISTRY.exists() else {}
+    if name_or_path in models:
+        entry = models[name_or_path]
+        return load_weights(MODELS_DIR / entry["file"], expected_sha256=entry["sha256"])
+    path = Path(name_or_path)
+    if path.exists():
+        return load_weights(path)
+    known = ", ".join(sorted(models)) or "none installed"
+    raise GliomaSuiteError(f"No model named {name_or_path!r} (known models: {known}) and no such weights file.")
+
+
+def choose_device(choice: str = "auto") -> torch.device:
+    choice = (choice or "auto").lower()
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise GliomaSuiteError("A GPU was requested but PyTorch sees no CUDA device; choose CPU or auto.")
+        return torch.device("cuda")
+    if choice == "cpu":
+        return torch.device("cpu")
+    raise GliomaSuiteError(f"Unknown device {choice!r}; use auto, cpu or gpu.")
+
+
+def _pad_to(array: torch.Tensor, divisor: int):
+    shape = array.shape[-3:]
+    target = [int(np.ceil(s / divisor) * divisor) for s in shape]
+    pads = []
+    for s, t in reversed(list(zip(shape, target))):
+        pads += [0, t - s]
+    return torch.nn.functional.pad(array, pads), shape
+
+
+def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: bool = False,
+                          window: Optional[int] = None, progress: Callable[[float, str], None] = None) -> np.ndarray:
+    """Region probabilities (3, z, y, x) for a prepared array (4, z, y, x)."""
+    from monai.inferers import sliding_window_inference
+
+    model = model.to(device).eval()
+    factor = getattr(model, "input_downsample", 1)
+    x = torch.from_numpy(array)[None]
+    shape = x.shape[-3:]
+    if factor > 1:
+        # The network works on 2 mm voxels: pool the 1 mm input, and upsample its logits below.
+        x, _ = _pad_to(x, factor)
+        x = torch.nn.functional.avg_pool3d(x, factor)
+    x, coarse_shape = _pad_to(x, model.divisor)
+    x = x.to(device)
+    roi = [min(window, s) if window else s for s in x.shape[-3:]]
+    flips = [()] + ([(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)] if tta else [])
+    use_amp = device.type == "cuda"
+    total = None
+    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+        for i, dims in enumerate(flips):
+            if progress:
+                progress(i / len(flips), f"V-Net pass {i + 1} of {len(flips)}")
+            xi = torch.flip(x, dims) if dims else x
+            logits = sliding_window_inference(xi, roi, 1, model, overlap=0.25 if window else 0.0, mode="gaussian")
+            if factor > 1:
+                logits = torch.nn.functional.interpolate(logits.float(), scale_factor=factor, mode="trilinear",
+                                                         align_corners=False)
+            prob = torch.sigmoid(logits.float())
+            prob = torch.flip(prob, dims) if dims else prob
+            total = prob if total is None else total + prob
+    probs = (total / len(flips))[0, :, : shape[0], : shape[1], : shape[2]]
+    return probs.cpu().numpy()
+
+
+def postprocess(probs: np.ndarray, brain: Optional[np.ndarray] = None) -> np.ndarray:
+    """Nested region probabilities to a BraTS label map, with connected-component clean-up."""
+    from scipy import ndimage
+
+    wt = probs[0] > 0.5
+    if brain is not None:
+        wt &= brain
+    components, n = ndimage.label(wt)
+    if n:
+        sizes = ndimage.sum(wt, components, range(1, n + 1))
+        wt = np.isin(components, 1 + np.flatnonzero(sizes >= MIN_COMPONENT_VOXELS))
+    tc = wt & (probs[1] > 0.5)
+    et = tc & (probs[2] > 0.5)
+    islands, n = ndimage.label(et)
+    if n:
+        sizes = ndimage.sum(et, islands, range(1, n + 1))
+        confidence = ndimage.mean(probs[2], islands, range(1, n + 1))
+        weak = 1 + np.flatnonzero((sizes < ET_ISLAND_VOXELS) & (confidence < ET_ISLAND_CONFIDENCE))
+        et &= ~np.isin(islands, weak)
+    return L.regions_to_labels(wt, tc, et)
+
+
+def volumes_cm3(label_image) -> Dict[str, float]:
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayViewFromImage(label_image)
+    voxel_cm3 = float(np.prod(label_image.GetSpacing())) / 1000.0
+    out = {short: float((arr == value).sum()) * voxel_cm3 for value, short, _, _ in L.SUBREGIONS}
+    out.update({name: float(mask.sum()) * voxel_cm3 for name, mask in L.region_masks(arr).items() if name != "ET"})
+    return out
+
+
+def segment_prepared(model, prepared: PreparedStudy, device: torch.device, tta: bool = False,
+                     window: Optional[int] = None, progress=None):
+    probs = predict_probabilities(model, prepared.array, device, tta=tta, window=window, progress=progress)
+    return postprocess(probs, prepared.brain), probs
+
+
+def segment_study(study, model=None, device: str = "auto", tta: bool = False, probabilities: bool = False,
+                  window: Optional[int] = None, progress: Callable[[float, str], None] = None) -> SegmentationResult:
+    """Segment a loaded :class:`gliomasuite.study.Study`; the result is on its T1ce grid."""
+    report = progress or (lambda f, m: None)
+    missing = [m for m in ("t1ce", "flair") if m not in study.images]
+    if missing:
+        raise GliomaSuiteError(f"The V-Net needs at least T1ce and FLAIR; this study has no {' or '.join(missing)}.")
+    warnings = []
+    images = dict(study.images)
+    absent = [m for m in ("t1", "t2") if m not in images]
+    if absent:
+        # Trained with T1/T2 dropout: an absent channel is fed as zeros (zscore_brain leaves a constant
+        # image at 0, the brain's mean), exactly as in training.
+        warnings.append(f"No {' or '.join(a.upper() for a in absent)} in this study: segmented without it "
+                        "(the model was trained to cope), expect lower accuracy.")
+        import SimpleITK as sitk
+
+        for m in absent:
+            images[m] = sitk.Image(study.reference) * 0
+    report(0.05, "Preparing the images (orientation, 1 mm, brain crop, normalisation)")
+    prepared = prepare(images)
+    if not prepared.brain.any():
+        raise GliomaSuiteError("The images contain no brain signal (all zero after loading); check the study.")
+    if model is None:
+        model, _ = load_model()
+    torch_device = choose_device(device)
+    report(0.15, f"Running the V-Net on {torch_device.type.upper()}")
+    try:
+        labels, probs = segment_prepared(model, prepared, torch_device, tta=tta, window=window,
+                                         progress=lambda f, m: report(0.15 + 0.75 * f, m))
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        warnings.append("The GPU ran out of memory; the study was segmented on the CPU instead.")
+        torch_device = torch.device("cpu")
+        labels, probs = segment_prepared(model, prepared, torch_device, tta=tta, window=window)
+    report(0.92, "Mapping the labels back onto the T1ce grid")
+    label_image = restore_labels(labels, prepared)
+    volumes = volumes_cm3(label_image)
+    if volumes["WT"] == 0:
+        warnings.append("No tumour was found in this study (the label map is empty). If a tumour is visible, "
+                        "check that the images are skull-stripped brain MRI with the modalities named correctly.")
+    prob_image = restore_probabilities(probs, prepared) if probabilities else None
+    return SegmentationResult(label_image, prob_image, volumes, warnings, torch_device.type)
