@@ -1,25 +1,56 @@
 """GliomaSuite: the 3D Slicer module.
 
 Thin by design: the engine lives in the ``gliomasuite`` core package (no Slicer dependency) and the
-MRML glue in ``GliomaSuiteLib``; this file holds only what Slicer needs to show the module and to
-run its self-test (Slicer's Developer Tools > Self Tests, or ctest in an extension build).
+MRML glue in ``GliomaSuiteLib`` (the Segment tab's logic is ``GliomaSuiteLib.SegmentLogic``); this
+file holds the panel, its parameter node, the installation of dependencies on first use, and the
+self-test (Slicer's Developer Tools > Self Tests, or ctest in an extension build).
+
+From Slicer's Python console::
+
+    logic = slicer.util.getModuleLogic("GliomaSuite")
+    outcome = logic.segment()        # volumes found by name; waits, then returns the outcome
+    outcome.segmentationNode, outcome.volumesCm3
 """
 
+import enum
 import importlib
+import importlib.util
 import logging
 import pkgutil
+import re
+import traceback
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
 
-import ctk
+import numpy as np
 import qt
+import SimpleITK as sitk
 import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
+from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
+
+from gliomasuite.errors import GliomaSuiteError
+from gliomasuite.labels import ED, ET, NCR
+from gliomasuite.modalities import MODALITIES
+import GliomaSuiteLib
+from GliomaSuiteLib.Process import CANCELLED, DONE
+from GliomaSuiteLib.SegmentLogic import SegmentLogic, SegmentOutcome
+
+#: Packages Slicer or its PyTorch extension provide: never replaced by our requirements' dependencies.
+SLICER_OWN_PACKAGES = ["numpy", "SimpleITK", "torch"]
+#: Oldest PyTorch the core works with (pyproject.toml says the same).
+TORCH_REQUIREMENT = ">=2.2"
 
 
 class GliomaSuite(ScriptedLoadableModule):
@@ -58,38 +89,329 @@ challenges; we thank their organisers and the institutions that contributed the 
 """)
 
 
-class GliomaSuiteWidget(ScriptedLoadableModuleWidget):
-    """The module panel. Its tabs come with the features they expose."""
+class Device(enum.Enum):
+    """Where the V-Net runs (the core's ``--device``)."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    GPU = "gpu"
+
+    def label(self) -> str:  # shown in the combo box by the parameter node's GUI connection
+        return {Device.AUTO: _("Automatic (GPU if available)"), Device.CPU: _("CPU"), Device.GPU: _("GPU")}[self]
+
+
+class Quality(enum.Enum):
+    """How carefully it runs: once, or with flip test-time augmentation (the core's ``--tta``)."""
+
+    FAST = "fast"
+    TTA = "tta"
+
+    def label(self) -> str:
+        return {Quality.FAST: _("Fast"), Quality.TTA: _("Test-time augmentation (smoother, about 8x slower)")}[self]
+
+
+@parameterNodeWrapper
+class GliomaSuiteParameterNode:
+    """The module's settings, saved with the scene.
+
+    t1, t1ce, t2, flair: the Segment inputs. device, quality: how the V-Net runs.
+    segmentation: the last result, which the next run updates unless the user has edited it.
+    """
+
+    t1: vtkMRMLScalarVolumeNode
+    t1ce: vtkMRMLScalarVolumeNode
+    t2: vtkMRMLScalarVolumeNode
+    flair: vtkMRMLScalarVolumeNode
+    device: Device = Device.AUTO
+    quality: Quality = Quality.FAST
+    segmentation: vtkMRMLSegmentationNode
+
+
+class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: the Segment section, and sections for what comes next."""
+
+    #: How often the panel collects the background job's progress (ms).
+    POLL_INTERVAL_MS = 200
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._fillPending = False
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/GliomaSuite.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
 
-        statusSection = ctk.ctkCollapsibleButton()
-        statusSection.text = _("GliomaSuite")
-        self.layout.addWidget(statusSection)
-        statusLayout = qt.QVBoxLayout(statusSection)
+        self.logic = GliomaSuiteLogic()
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(self.POLL_INTERVAL_MS)
+        self.pollTimer.connect("timeout()", self.onPollTimer)
 
-        statusLabel = qt.QLabel(_(
-            "The Segment, Follow-up, Survival and Report tabs arrive here with their features. "
-            "This version installs the GliomaSuite engine and its Slicer helpers; "
-            "it has no processing steps to run yet."
-        ))
-        statusLabel.wordWrap = True
-        statusLayout.addWidget(statusLabel)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
 
-        self.layout.addStretch(1)
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        self.pollTimer.stop()
+        self.removeObservers()
+        if self.logic:
+            self.logic.segmentLogic.cleanup()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        # The GUI lets go of the parameter node; a running job carries on and its timer keeps polling.
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateSegmentButton)
+
+    def onSceneStartClose(self, caller, event):
+        self.logic.segmentLogic.cleanup()  # a running job is cancelled: its inputs are going away
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        self._fillEmptyInputs()
+
+    def setParameterNode(self, parameterNode: Optional[GliomaSuiteParameterNode]):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateSegmentButton)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateSegmentButton)
+        self._updateSegmentButton()
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onNodeAdded(self, caller, event, node):
+        if isinstance(node, vtkMRMLScalarVolumeNode) and not self._fillPending:
+            self._fillPending = True
+            qt.QTimer.singleShot(0, self._fillEmptyInputs)  # once loading has named the node
+
+    def _fillEmptyInputs(self):
+        """Choose volumes by name for inputs the user has not chosen; never replace a choice."""
+        self._fillPending = False
+        if not self._parameterNode or self.logic.segmentLogic.isRunning:
+            return
+        for modality, node in self.logic.segmentLogic.inputsFromNodeNames().items():
+            if node is not None and getattr(self._parameterNode, modality) is None:
+                setattr(self._parameterNode, modality, node)
+
+    def _inputs(self) -> dict:
+        return {modality: getattr(self._parameterNode, modality) for modality in MODALITIES}
+
+    def _updateSegmentButton(self, caller=None, event=None):
+        running = self.logic is not None and self.logic.segmentLogic.isRunning
+        self.ui.segmentButton.text = _("Cancel") if running else _("Segment")
+        for widget in (self.ui.t1Selector, self.ui.t1ceSelector, self.ui.t2Selector, self.ui.flairSelector,
+                       self.ui.deviceComboBox, self.ui.qualityComboBox):
+            widget.enabled = not running
+        if running:
+            self.ui.segmentButton.enabled = True
+            self.ui.segmentButton.toolTip = _("Stop the segmentation; the scene is left as it was.")
+            return
+        missing = [name for name, node in zip(("T1", "T1ce", "T2", "FLAIR"), self._inputs().values())
+                   if node is None] if self._parameterNode else ["T1", "T1ce", "T2", "FLAIR"]
+        self.ui.segmentButton.enabled = not missing
+        self.ui.segmentButton.toolTip = (
+            _("Choose a volume for: {missing}").format(missing=", ".join(missing)) if missing else
+            _("Segment the necrotic core, edema and enhancing tumour in the background."))
+
+    def onSegmentButton(self):
+        segmentLogic = self.logic.segmentLogic
+        if segmentLogic.isRunning:
+            segmentLogic.cancel()
+            self.ui.segmentButton.enabled = False
+            self.ui.statusLabel.text = _("Cancelling...")
+            return
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = _("Starting...")
+        try:
+            with slicer.util.WaitCursor():
+                self.logic.ensureDependencies()
+                segmentLogic.startSegmentation(
+                    self._inputs(), device=self._parameterNode.device.value,
+                    tta=self._parameterNode.quality == Quality.TTA, outputNode=self._parameterNode.segmentation,
+                    onProgress=self.onProgress, onFinished=self.onFinished)
+        except GliomaSuiteError as error:
+            self.ui.statusLabel.text = ""
+            slicer.util.errorDisplay(str(error), windowTitle=_("GliomaSuite"))
+            return
+        except Exception as error:
+            self.ui.statusLabel.text = ""
+            logging.exception("GliomaSuite: Segment could not start")
+            slicer.util.errorDisplay(_("Segment could not start: {error}").format(error=error),
+                                     windowTitle=_("GliomaSuite"), detailedText=traceback.format_exc())
+            return
+        self._updateSegmentButton()
+        self.pollTimer.start()
+
+    def onPollTimer(self):
+        try:
+            running = self.logic.segmentLogic.poll()
+        except Exception as error:  # a fault in our callbacks: stop cleanly and say so
+            self.pollTimer.stop()
+            self.logic.segmentLogic.cancel()
+            logging.exception("GliomaSuite: handling the segmentation's progress failed")
+            slicer.util.errorDisplay(_("Segmentation stopped: {error}").format(error=error),
+                                     windowTitle=_("GliomaSuite"), detailedText=traceback.format_exc())
+            running = False
+        if not running:
+            self.pollTimer.stop()
+            self._updateSegmentButton()
+
+    def onProgress(self, fraction: float, message: str):
+        self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message
+
+    def onFinished(self, outcome: SegmentOutcome):
+        self.pollTimer.stop()
+        self._updateSegmentButton()
+        if outcome.state == DONE:
+            if self._parameterNode:
+                self._parameterNode.segmentation = outcome.segmentationNode
+            self.ui.progressBar.value = 100
+            volumes = outcome.volumesCm3
+            summary = _("Done in {seconds:.0f} s on {device}. Whole tumour {wt:.1f} cm3, tumour core {tc:.1f} cm3, "
+                        "enhancing tumour {et:.1f} cm3 (table beside the views; it follows your edits).").format(
+                seconds=outcome.seconds, device=outcome.device.upper() or "?", wt=volumes["WT"],
+                tc=volumes["TC"], et=volumes["ET"])
+            self.ui.statusLabel.text = "\n".join([summary] + outcome.notes)
+            self.logic.showResult(outcome, self._parameterNode.t1ce)
+        elif outcome.state == CANCELLED:
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
+        else:
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Segmentation failed (see the message).")
+            slicer.util.errorDisplay(outcome.errorMessage, windowTitle=_("GliomaSuite"))
 
 
 class GliomaSuiteLogic(ScriptedLoadableModuleLogic):
     """Entry point for scripts that drive the module without its panel.
 
-    It delegates to ``GliomaSuiteLib`` and the ``gliomasuite`` core package and gains its methods
-    with the features (segmentation first).
+    The work is done by ``GliomaSuiteLib`` (``self.segmentLogic``: see
+    :class:`GliomaSuiteLib.SegmentLogic.SegmentLogic`) and the ``gliomasuite`` core; this class adds
+    the parameter node, the installation of dependencies on first use, and the application's views.
     """
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.segmentLogic = SegmentLogic(slicer.mrmlScene, slicer.app.applicationLogic())
+
+    def getParameterNode(self) -> GliomaSuiteParameterNode:
+        return GliomaSuiteParameterNode(super().getParameterNode())
+
+    def segment(self, inputs: Optional[dict] = None, device: str = "auto", tta: bool = False,
+                outputNode=None, waitForCompletion: bool = True, **callbacks) -> Optional[SegmentOutcome]:
+        """Segment from a script: inputs default to the volumes found by name. With
+        ``waitForCompletion`` it blocks and returns the outcome; otherwise call
+        ``self.segmentLogic.poll()`` (or ``waitForCompletion()``) yourself."""
+        self.ensureDependencies()
+        inputs = inputs or self.segmentLogic.inputsFromNodeNames()
+        self.segmentLogic.startSegmentation(inputs, device=device, tta=tta, outputNode=outputNode, **callbacks)
+        return self.segmentLogic.waitForCompletion() if waitForCompletion else None
+
+    def ensureDependencies(self) -> None:
+        """Install, after asking, what Segment needs that this Slicer lacks.
+
+        PyTorch comes through the PyTorch extension, which picks the build that suits the computer's
+        GPU; the rest from ``Resources/requirements.txt``, without replacing packages Slicer ships.
+        Called on the first Segment, never at import: installing is slow and must be the user's choice.
+        """
+        self._ensureTorch()
+        self._ensureRequirements(Path(__file__).parent / "Resources" / "requirements.txt")
+
+    def _ensureTorch(self) -> None:
+        if importlib.util.find_spec("torch") is not None:
+            return
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError:
+            raise GliomaSuiteError(_(
+                "GliomaSuite needs PyTorch, which Slicer installs through the PyTorch extension: install "
+                "'PyTorch' from the Extensions Manager, restart Slicer, then click Segment again.")) from None
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled() and torchLogic.installTorch(
+                askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+            raise GliomaSuiteError(_(
+                "PyTorch was not installed, so GliomaSuite cannot segment yet. Click Segment again to "
+                "install it, or install it in the PyTorch Utils module."))
+
+    def _ensureRequirements(self, requirementsFile: Path) -> None:
+        try:
+            packaging = importlib.import_module("slicer.packaging")
+        except ModuleNotFoundError:  # Slicer before slicer.packaging: the same steps by hand
+            packaging = None
+        try:
+            if packaging is not None:
+                packaging.pip_ensure(packaging.load_requirements(requirementsFile), requester="GliomaSuite",
+                                     skip_packages=SLICER_OWN_PACKAGES)
+                return
+            missing = _missingRequirements(requirementsFile)
+            if not missing:
+                return
+            if not slicer.util.confirmOkCancelDisplay(
+                    _("GliomaSuite needs these Python packages, which will be installed into Slicer now:"),
+                    windowTitle=_("GliomaSuite: install Python packages"), detailedText="\n".join(missing)):
+                raise RuntimeError("User declined package installation")
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(missing)
+        except RuntimeError as error:
+            if "declined" in str(error):
+                raise GliomaSuiteError(_(
+                    "GliomaSuite cannot segment without its Python packages ({file}); click Segment again "
+                    "and accept the installation.").format(file=requirementsFile.name)) from error
+            raise
+
+    def showResult(self, outcome: SegmentOutcome, t1ceNode) -> None:
+        """Lay the views out for a result: T1ce in the slices, the volume table beside them, 3D reset."""
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None:  # no main window (batch mode)
+            return
+        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        appLogic = slicer.app.applicationLogic()
+        appLogic.GetSelectionNode().SetActiveTableID(outcome.tableNode.GetID())
+        appLogic.PropagateTableSelection()
+        if t1ceNode is not None:
+            slicer.util.setSliceViewerLayers(background=t1ceNode, fit=True)
+        slicer.util.resetThreeDViews()
+
+
+def _missingRequirements(requirementsFile: Path) -> list:
+    """Lines of a requirements file whose package is not installed (the version is not checked)."""
+    missing = []
+    for line in requirementsFile.read_text(encoding="utf-8").splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if not requirement:
+            continue
+        name = re.split(r"[<>=!~;\[\s]", requirement, maxsplit=1)[0]
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(requirement)
+    return missing
 
 
 class GliomaSuiteTest(ScriptedLoadableModuleTest):
-    """Self-test run inside Slicer: the module's packages import with Slicer's own Python."""
+    """Self-test run inside Slicer: the packages import, the Segment tab works, and (where PyTorch and
+    the shipped model are installed) a real segmentation runs through Slicer's own Python."""
 
     #: Our packages. A ModuleNotFoundError for one of these is a packaging fault (a file missing
     #: from GliomaSuite/CMakeLists.txt); for any other name it is an optional dependency.
@@ -101,6 +423,10 @@ class GliomaSuiteTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_PackagesImport()
+        self.setUp()
+        self.test_SegmentTab()
+        self.setUp()
+        self.test_SegmentRun()
 
     def test_PackagesImport(self):
         """Every module of the core and of GliomaSuiteLib imports in Slicer.
@@ -127,3 +453,63 @@ class GliomaSuiteTest(ScriptedLoadableModuleTest):
                         raise
                     logging.info(f"{module.name} not checked: it needs {error.name}, not installed")
         self.delayDisplay(_("GliomaSuite packages import"))
+
+    def _syntheticStudy(self):
+        """Four volumes named as BraTS names them, with a nested tumour (ED, then ET, then NCR)."""
+        shape = (64, 96, 96)
+        k, j, i = np.indices(shape)
+        brain = ((k - 32) / 28.0) ** 2 + ((j - 48) / 40.0) ** 2 + ((i - 48) / 36.0) ** 2 < 1
+        distance = np.sqrt((k - 32) ** 2 + (j - 40) ** 2 + (i - 58) ** 2)
+        labels = np.zeros(shape, np.uint8)
+        labels[distance < 14] = ED
+        labels[distance < 9] = ET
+        labels[distance < 5] = NCR
+        noise = np.random.default_rng(0).normal(0, 10, shape)
+        nodes = {}
+        for modality, contrast in zip(MODALITIES, (1.0, 1.6, 0.7, 1.3)):
+            array = (brain * (400 + noise) + (labels > 0) * 300 * contrast).astype(np.float32)
+            nodes[modality] = slicer.util.addVolumeFromArray(array, name=f"SelfTest_{modality}")
+        return nodes, labels
+
+    def test_SegmentTab(self):
+        """Inputs are chosen by name in the panel; a label map becomes segments, a 3D view and a table."""
+        self.delayDisplay(_("Checking the Segment tab"))
+        slicer.util.selectModule("GliomaSuite")  # entering the module connects its panel to the scene
+        widget = slicer.util.getModuleWidget("GliomaSuite")
+        nodes, labels = self._syntheticStudy()
+        slicer.app.processEvents()  # the panel fills its inputs after the nodes are added
+        for modality in MODALITIES:
+            self.assertIs(getattr(widget.ui, f"{modality}Selector").currentNode(), nodes[modality])
+        self.assertTrue(widget.ui.segmentButton.enabled)
+
+        segmentLogic = GliomaSuiteLogic().segmentLogic
+        self.assertEqual(segmentLogic.inputsFromNodeNames(), nodes)
+        labelImage = sitk.GetImageFromArray(labels)
+        labelImage.CopyInformation(GliomaSuiteLib.image_from_volume_node(nodes["t1ce"]))
+        segmentation = segmentLogic.loadResult(labelImage, nodes["t1ce"])
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 3)
+        self.assertFalse(segmentLogic.isEdited(segmentation))
+        voxelCm3 = float(np.prod(nodes["t1ce"].GetSpacing())) / 1000.0
+        volumes = segmentLogic.tableVolumes(segmentation.GetNodeReference("GliomaSuite.volumeTable"))
+        self.assertAlmostEqual(volumes["WT"], np.count_nonzero(labels) * voxelCm3, places=3)
+        self.assertAlmostEqual(volumes["ET"], np.count_nonzero(labels == ET) * voxelCm3, places=3)
+        rendering = segmentLogic.showVolumeRendering(nodes["t1ce"])
+        self.assertTrue(rendering.GetVisibility())
+        self.delayDisplay(_("Segment tab works"))
+
+    def test_SegmentRun(self):
+        """Segment in the background with the shipped model, through PythonSlicer (plumbing only)."""
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("monai") is None:
+            logging.info("Segment run not checked: PyTorch or MONAI is not installed in this Slicer")
+            return
+        from gliomasuite.segmentation import inference
+
+        if not inference.REGISTRY.exists() or inference.DEFAULT_MODEL not in inference.registry().get("models", {}):
+            logging.info("Segment run not checked: the shipped model is not installed")
+            return
+        self.delayDisplay(_("Segmenting a synthetic study in the background"))
+        nodes, _labels = self._syntheticStudy()
+        outcome = GliomaSuiteLogic().segment(nodes, device="cpu")
+        self.assertEqual(outcome.state, DONE, outcome.errorMessage)
+        self.assertEqual(outcome.segmentationNode.GetSegmentation().GetNumberOfSegments(), 3)
+        self.delayDisplay(_("Segmentation ran in {seconds:.0f} s").format(seconds=outcome.seconds))
