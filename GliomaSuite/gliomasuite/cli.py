@@ -145,6 +145,66 @@ def cmd_train_segmentation(args, progress: Progress) -> dict:
     return {"weights": str(out / "vnet.npz"), "sha256": sha, "training_cases": len(config.cases)}
 
 
+def cmd_fit_survival(args, progress: Progress) -> dict:
+    """Fit the full and reduced Cox models (+ SOMs) on a cohort table and write them as JSON."""
+    from .survival.fit import fit_cohort_model, model_card, write_models
+    from .survival.plot import plot_calibration
+
+    out = Path(args.out)
+    for suffix in (".json", "-reduced.json"):
+        _check_output(out / f"{args.name}{suffix}", args.overwrite)
+    result = fit_cohort_model(args.table, name=args.name, folds=args.folds, repeats=args.repeats, seed=args.seed,
+                              som_iterations=args.som_iterations, progress=progress.update, note=progress.note)
+    paths = write_models(result, out, args.name)
+    for variant in ("full", "reduced"):
+        plot_calibration(result[variant], out / f"{Path(paths[variant]).stem}-calibration.png")
+    table = str(args.table)
+    data_root = os.environ.get("GLIOMASUITE_DATA")
+    if data_root and Path(table).resolve().is_relative_to(Path(data_root).resolve()):
+        table = "$GLIOMASUITE_DATA/" + Path(table).resolve().relative_to(Path(data_root).resolve()).as_posix()
+    command = (f"gliomasuite fit-survival --table {table} --out {args.out} --name {args.name} --folds {args.folds} "
+               f"--repeats {args.repeats} --seed {args.seed} --som-iterations {args.som_iterations}")
+    (out / f"{args.name}.md").write_text(model_card({**result, "full": {**result["full"], "name": args.name},
+                                                     "reduced": {**result["reduced"], "name": args.name + "-reduced"}},
+                                                    command))
+    paths["card"] = str(out / f"{args.name}.md")
+    if not progress.json_lines:
+        for variant, s in result["summary"].items():
+            print(f"  {variant:>7}: CV C-index {s['cv_cindex']:.3f} (age alone {s['age_only_cv_cindex']:.3f}), "
+                  f"BraTS 3-class accuracy {s['brats_3class_accuracy']:.3f}")
+    return {"models": paths, "summary": result["summary"]}
+
+
+def cmd_survival(args, progress: Progress) -> dict:
+    """Score a table (one row per patient) or one label map + age with the survival model."""
+    from .survival.score import score_label_map, score_table
+
+    if bool(args.table) == bool(args.seg):
+        raise GliomaSuiteError("Give either --table CSV (one row per patient) or --seg LABELMAP with --age, not both "
+                               "or neither.")
+    output = Path(args.output)
+    if args.table:
+        if args.age is not None:
+            raise GliomaSuiteError("--age is for --seg; a table gives each patient's age in its age column.")
+        _check_output(output, args.overwrite)
+        summary = score_table(args.table, output, model=args.model, note=progress.note)
+        if not progress.json_lines:
+            print(f"Scored {summary['scored']} of {summary['rows']} rows with {summary['model']} "
+                  f"({summary['why']}); results in {output}")
+        return summary
+    if args.age is None:
+        raise GliomaSuiteError("The patient's age is missing: pass --age YEARS (the model needs it).")
+    for name in ("survival.json", "survival.png"):
+        _check_output(output / name, args.overwrite)
+    progress.update(0.1, "Measuring the tumour")
+    result = score_label_map(args.seg, args.age, output, model=args.model, note=progress.note)
+    if not progress.json_lines:
+        print(result["sentence"])
+        print(f"Results in {output / 'survival.json'} and {output / 'survival.png'}")
+    return {"output": str(output / "survival.json"), "plot": result["plot"], "model": result["model"]["name"],
+            "model_variant": result["model"]["variant"], "sentence": result["sentence"]}
+
+
 def _add_study_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", nargs="*", help="study folder, or the image files (modality read from each name)")
     for m, label in (("t1", "T1"), ("t1ce", "T1ce (post-contrast)"), ("t2", "T2"), ("flair", "FLAIR")):
@@ -195,6 +255,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=cmd_train_segmentation)
+
+    p = sub.add_parser("fit-survival", help="fit the Cox survival models and SOMs on a cohort table")
+    p.add_argument("--table", required=True, help="CSV: age, time_days, event and the tumour shape columns")
+    p.add_argument("--out", required=True, help="folder for NAME.json, NAME-reduced.json and calibration plots")
+    p.add_argument("--name", default="survival", help="model name (file stem)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3, help="repeats of the cross-validation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--som-iterations", type=int, default=5000)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_fit_survival)
+
+    p = sub.add_parser("survival", help="survival estimate for a table of patients or one label map + age")
+    p.add_argument("--table", help="CSV with one row per patient (age and tumour feature columns)")
+    p.add_argument("--seg", metavar="LABELMAP", help="a BraTS label map (0, 1 NCR, 2 ED, 4 ET) of one patient")
+    p.add_argument("--age", type=float, help="the patient's age in years (with --seg)")
+    p.add_argument("-o", "--output", required=True, help="OUT.csv for --table; a folder for --seg")
+    p.add_argument("--model", help="survival model name or .json file (default: the shipped model)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_survival)
     return parser
 
 
