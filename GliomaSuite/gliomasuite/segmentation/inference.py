@@ -28,6 +28,10 @@ ET_ISLAND_VOXELS = 50
 ET_ISLAND_CONFIDENCE = 0.7
 #: Whole-tumour components smaller than this are dropped as noise (0.1 cm^3).
 MIN_COMPONENT_VOXELS = 100
+#: If the whole enhancing region is smaller than this (mm^3 at 1 mm), it is called necrosis: a
+#: tumour with a few enhancing voxels is far more often a non-enhancing one with noise (the rule
+#: nnU-Net's BraTS 2020 entry used, with the same 200-voxel threshold).
+MIN_TOTAL_ET_VOXELS = 200
 
 
 @dataclass
@@ -133,6 +137,8 @@ def postprocess(probs: np.ndarray, brain: Optional[np.ndarray] = None) -> np.nda
         confidence = ndimage.mean(probs[2], islands, range(1, n + 1))
         weak = 1 + np.flatnonzero((sizes < ET_ISLAND_VOXELS) & (confidence < ET_ISLAND_CONFIDENCE))
         et &= ~np.isin(islands, weak)
+    if et.sum() < MIN_TOTAL_ET_VOXELS:
+        et[:] = False
     return L.regions_to_labels(wt, tc, et)
 
 

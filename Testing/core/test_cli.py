@@ -1,0 +1,147 @@
+"""The ``gliomasuite`` command line as a user runs it: subcommands, bad input, and segment/demo."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from gliomasuite.segmentation.inference import DEFAULT_MODEL, REGISTRY
+
+ROOT = Path(__file__).resolve().parents[2]
+HAS_MODEL = REGISTRY.exists() and DEFAULT_MODEL in json.loads(REGISTRY.read_text())["models"]
+needs_model = pytest.mark.skipif(not HAS_MODEL, reason="no shipped segmentation model registered yet")
+
+
+def run_cli(*args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "GliomaSuite"))
+    return subprocess.run([sys.executable, "-m", "gliomasuite", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_sentence_error(result, *words):
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.strip()
+    assert "Traceback" not in message and "Traceback" not in result.stdout
+    assert len(message.splitlines()) == 1, message
+    for word in words:
+        assert word.lower() in message.lower(), message
+
+
+def write_study(folder: Path, modalities=("t1", "t1ce", "t2", "flair")):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for m in modalities:
+        arr = np.zeros((24, 32, 32), dtype=np.int16)
+        arr[4:20, 6:26, 6:26] = 100 + rng.integers(0, 20, size=(16, 20, 20))
+        sitk.WriteImage(sitk.GetImageFromArray(arr), str(folder / f"case_{m}.nii.gz"))
+    return folder
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("segment", "demo", "train-segmentation"):
+        assert command in result.stdout
+
+
+def test_no_command_prints_help_and_fails():
+    result = run_cli()
+    assert result.returncode == 2 and "usage" in result.stdout.lower()
+
+
+def test_empty_folder_is_one_clear_sentence_and_writes_nothing(tmp_path):
+    (tmp_path / "empty folder").mkdir()
+    out = tmp_path / "out" / "seg.nii.gz"
+    result = run_cli("segment", tmp_path / "empty folder", "-o", out)
+    assert_one_sentence_error(result, "no")
+    assert not out.exists() and not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_missing_modality_is_named(tmp_path):
+    study = write_study(tmp_path / "study with spaces", modalities=("t1", "t1ce", "t2"))
+    out = tmp_path / "seg.nii.gz"
+    result = run_cli("segment", study, "-o", out)
+    assert_one_sentence_error(result, "flair")
+    assert not out.exists()
+
+
+def test_corrupt_file_is_named(tmp_path):
+    study = write_study(tmp_path / "study")
+    (study / "case_flair.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    result = run_cli("segment", study, "-o", tmp_path / "seg.nii.gz")
+    assert_one_sentence_error(result, "case_flair.nii.gz")
+
+
+def test_existing_output_is_never_overwritten_without_asking(tmp_path):
+    study = write_study(tmp_path / "study")
+    out = tmp_path / "edited.nii.gz"
+    out.write_bytes(b"the user's edited segmentation")
+    result = run_cli("segment", study, "-o", out)
+    assert_one_sentence_error(result, "already exists", "--overwrite")
+    assert out.read_bytes() == b"the user's edited segmentation"
+
+
+def test_json_progress_reports_errors_as_json(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_cli("--json-progress", "segment", tmp_path / "empty", "-o", tmp_path / "s.nii.gz")
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert events[-1]["event"] == "error" and events[-1]["message"]
+
+
+def test_unknown_model_is_refused_clearly(tmp_path):
+    study = write_study(tmp_path / "study")
+    result = run_cli("segment", study, "-o", tmp_path / "s.nii.gz", "--model", "no-such-model")
+    assert_one_sentence_error(result, "no-such-model")
+
+
+@needs_model
+def test_demo_runs_end_to_end_and_meets_its_dice_target(tmp_path):
+    result = run_cli("--json-progress", "demo", "-o", tmp_path / "demo")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions == sorted(fractions) and events[-1]["event"] == "done"
+    report = json.loads((tmp_path / "demo" / "demo_result.json").read_text())
+    seg = sitk.ReadImage(str(tmp_path / "demo" / "segmentation.nii.gz"))
+    t1ce = sitk.ReadImage(str(tmp_path / "demo" / "study" / "GliomaDemo_t1ce.nii.gz"))
+    assert seg.GetSize() == t1ce.GetSize() and seg.GetOrigin() == t1ce.GetOrigin()
+    assert set(np.unique(sitk.GetArrayFromImage(seg))) <= {0, 1, 2, 4}
+    assert report["dice"]["WT"] >= 0.80, report
+
+
+@needs_model
+def test_segment_without_t2_still_segments_and_says_so(tmp_path):
+    from gliomasuite.demo import make_demo_study
+
+    study = make_demo_study(tmp_path / "demo", seed=3)
+    (study / "GliomaDemo_t2.nii.gz").unlink()
+    out = tmp_path / "seg.nii.gz"
+    result = run_cli("segment", "--t1", study / "GliomaDemo_t1.nii.gz", "--t1ce", study / "GliomaDemo_t1ce.nii.gz",
+                     "--flair", study / "GliomaDemo_flair.nii.gz", "-o", out)
+    # The loader requires all four by default; a missing T2 is named rather than guessed.
+    assert_one_sentence_error(result, "t2")
+    assert not out.exists()
+
+
+@needs_model
+@pytest.mark.realdata
+def test_segment_real_case_writes_labels_on_the_input_grid(tmp_path):
+    data = os.environ.get("GLIOMASUITE_DATA")
+    if not data:
+        pytest.skip("GLIOMASUITE_DATA is not set (the real BraTS cases live there)")
+    case = Path(data) / "brats" / "BraTS2021_00006"
+    out = tmp_path / "seg.nrrd"
+    result = run_cli("segment", case, "-o", out, "--probabilities", tmp_path / "prob.nii.gz")
+    assert result.returncode == 0, result.stderr
+    seg = sitk.ReadImage(str(out))
+    truth = sitk.ReadImage(str(case / "BraTS2021_00006_seg.nii.gz"))
+    assert seg.GetSize() == truth.GetSize() and np.allclose(seg.GetOrigin(), truth.GetOrigin())
+    pred, ref = sitk.GetArrayFromImage(seg) > 0, sitk.GetArrayFromImage(truth) > 0
+    assert 2 * (pred & ref).sum() / (pred.sum() + ref.sum()) > 0.7
+    prob = sitk.ReadImage(str(tmp_path / "prob.nii.gz"))
+    assert prob.GetNumberOfComponentsPerPixel() == 3
