@@ -1,0 +1,199 @@
+"""The V-Net, the shared preprocessing and its inverse, weights files, training and post-processing."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from gliomasuite import labels as L
+from gliomasuite.errors import GliomaSuiteError
+from gliomasuite.preprocess import label_to_prepared, prepare, restore_labels, restore_probabilities
+from gliomasuite.segmentation.inference import postprocess, predict_probabilities
+from gliomasuite.segmentation.vnet import VNet
+from gliomasuite.segmentation.weights import load_weights, save_weights, sha256
+
+SMALL = dict(channels=(4, 8, 8, 16, 16), encoder_convs=(1, 1, 1, 1, 1), decoder_convs=(1, 1, 1, 1))
+
+
+def _study_images(direction=None, spacing=(1.0, 1.0, 1.0), size=(40, 36, 30), seed=0):
+    """Four modalities with a bright blob inside an ellipsoidal 'brain', on one grid."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[: size[2], : size[1], : size[0]]
+    c = np.array(size[::-1]) / 2
+    brain = ((z - c[0]) / (c[0] * 0.8)) ** 2 + ((y - c[1]) / (c[1] * 0.8)) ** 2 + ((x - c[2]) / (c[2] * 0.8)) ** 2 < 1
+    tumour = ((z - c[0]) ** 2 + (y - c[1] - 3) ** 2 + (x - c[2] + 4) ** 2) < 36
+    images = {}
+    for i, m in enumerate(("t1", "t1ce", "t2", "flair")):
+        arr = (brain * (100 + 10 * i) + tumour * 80 + rng.normal(0, 3, size[::-1]) * brain).astype(np.float32)
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing(spacing)
+        img.SetOrigin((-20.0, 15.0, 7.5))
+        if direction is not None:
+            img.SetDirection(direction)
+        images[m] = img
+    labels = sitk.GetImageFromArray((tumour * L.ET + (brain & ~tumour) * 0).astype(np.uint8))
+    labels.CopyInformation(images["t1ce"])
+    return images, labels
+
+
+def test_vnet_shapes_and_deep_supervision():
+    net = VNet(**SMALL)
+    x = torch.zeros(2, 4, 32, 32, 32)
+    net.train()
+    outputs = net(x)
+    assert [tuple(o.shape) for o in outputs] == [(2, 3, 32, 32, 32), (2, 3, 16, 16, 16), (2, 3, 8, 8, 8)]
+    net.eval()
+    with torch.no_grad():
+        assert tuple(net(x).shape) == (2, 3, 32, 32, 32)
+
+
+def test_vnet_residual_stages_learn_identity_free_configs():
+    with pytest.raises(ValueError):
+        VNet(channels=(4, 8), encoder_convs=(1, 1, 1), decoder_convs=(1,))
+
+
+@pytest.mark.parametrize("direction", [None, (-1, 0, 0, 0, -1, 0, 0, 0, 1), (0, 1, 0, 1, 0, 0, 0, 0, -1)])
+def test_prepare_then_restore_is_exact_on_1mm_grids(direction):
+    images, labels = _study_images(direction=direction)
+    prepared = prepare(images)
+    assert prepared.array.shape[0] == 4 and prepared.array.dtype == np.float32
+    # z-scored over the brain: mean 0, sd 1 per channel (before clipping, which these values never reach)
+    brain_values = prepared.array[:, prepared.brain]
+    assert np.allclose(brain_values.mean(axis=1), 0, atol=1e-4)
+    assert np.allclose(brain_values.std(axis=1), 1, atol=1e-3)
+    assert np.all(prepared.array[:, ~prepared.brain] == 0)
+    cropped = label_to_prepared(labels, prepared)
+    back = restore_labels(cropped, prepared)
+    assert back.GetSize() == labels.GetSize()
+    assert np.allclose(back.GetOrigin(), labels.GetOrigin()) and back.GetDirection() == labels.GetDirection()
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(labels))
+
+
+def test_prepare_resamples_anisotropic_input_to_1mm_and_back():
+    images, labels = _study_images(spacing=(0.9, 1.1, 2.0))
+    prepared = prepare(images)
+    assert prepared.canonical.GetSpacing() == (1.0, 1.0, 1.0)
+    back = sitk.GetArrayFromImage(restore_labels(label_to_prepared(labels, prepared), prepared)) > 0
+    truth = sitk.GetArrayFromImage(labels) > 0
+    dice = 2 * (back & truth).sum() / (back.sum() + truth.sum())
+    assert dice > 0.9
+    probs = np.stack([label_to_prepared(labels, prepared) > 0] * 3).astype(np.float32)
+    prob_image = restore_probabilities(probs, prepared)
+    assert prob_image.GetNumberOfComponentsPerPixel() == 3 and prob_image.GetSize() == labels.GetSize()
+
+
+def test_weights_round_trip_and_checksum(tmp_path):
+    torch.manual_seed(0)
+    net = VNet(**SMALL).eval()
+    path = tmp_path / "w.npz"
+    digest = save_weights(net, path, {"note": "test"}, input_downsample=2)
+    assert digest == sha256(path)
+    loaded, meta = load_weights(path, expected_sha256=digest)
+    assert meta == {"note": "test"} and loaded.input_downsample == 2
+    x = torch.randn(1, 4, 32, 32, 32)
+    with torch.no_grad():
+        ref = net.half().float()(x)  # weights are stored in float16
+        assert torch.allclose(loaded(x), ref, atol=1e-5)
+    with pytest.raises(GliomaSuiteError, match="does not match its registered checksum"):
+        load_weights(path, expected_sha256="0" * 64)
+
+
+def test_weights_file_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, payload=np.array([{"code": "print('hi')"}], dtype=object))
+    with pytest.raises(GliomaSuiteError, match="cannot be read"):
+        load_weights(path)
+
+
+def test_postprocess_nests_regions_and_relabels_weak_enhancing_islands():
+    probs = np.zeros((3, 40, 40, 40), dtype=np.float32)
+    probs[0, 5:30, 5:30, 5:30] = 0.9          # whole tumour
+    probs[1, 10:25, 10:25, 10:25] = 0.9       # core
+    probs[2, 12:22, 12:22, 12:22] = 0.95      # confident enhancing block
+    probs[2, 26:29, 26:29, 26:29] = 0.6       # weak 27-voxel island outside TC: not ET (nesting)
+    probs[1, 26:29, 26:29, 26:29] = 0.9
+    probs[2, 26:29, 26:29, 26:29] = 0.6       # now inside TC but small and unsure -> necrosis
+    probs[0, 35:38, 35:38, 35:38] = 0.9       # 27-voxel speck far away -> removed
+    labels = postprocess(probs)
+    assert set(np.unique(labels)) == {0, L.NCR, L.ED, L.ET}
+    assert labels[36, 36, 36] == 0
+    assert labels[27, 27, 27] == L.NCR
+    assert labels[15, 15, 15] == L.ET and labels[11, 11, 11] == L.NCR and labels[6, 6, 6] == L.ED
+    masks = L.region_masks(labels)
+    assert not (masks["ET"] & ~masks["TC"]).any() and not (masks["TC"] & ~masks["WT"]).any()
+
+
+def test_predict_probabilities_handles_downsampled_networks_and_odd_shapes():
+    torch.manual_seed(0)
+    net = VNet(**SMALL).eval()
+    net.input_downsample = 2
+    array = np.random.default_rng(0).normal(size=(4, 37, 29, 33)).astype(np.float32)
+    probs = predict_probabilities(net, array, torch.device("cpu"), tta=True)
+    assert probs.shape == (3, 37, 29, 33)
+    assert np.all((probs >= 0) & (probs <= 1))
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    from gliomasuite.demo import make_demo_study
+    from gliomasuite.segmentation.cache import build_cache
+
+    root = tmp_path_factory.mktemp("cases")
+    make_demo_study(root / "Synthetic_7", seed=7)
+    cache = tmp_path_factory.mktemp("cache")
+    build_cache(root, cache, log=lambda m: None)
+    return cache
+
+
+def _train_args(cache, out, iterations):
+    return ["--cache", str(cache), "--out", str(out), "--iterations", str(iterations), "--patch", "32", "32", "32",
+            "--downsample", "2", "--channels", "4", "8", "8", "16", "16", "--decoder-convs", "1", "1", "1", "1",
+            "--log-every", "1", "--threads", "1"]
+
+
+def _run_training(args, env_extra=None, launcher=None):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "GliomaSuite"))
+    env.update(env_extra or {})
+    cmd = (launcher or [sys.executable, "-m"]) + ["gliomasuite.segmentation.training"] + args
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cache_holds_the_case_quantised(tiny_cache):
+    from gliomasuite.segmentation.cache import cached_cases, load_case
+
+    assert cached_cases(tiny_cache) == ["Synthetic_7"]
+    image, labels = load_case(tiny_cache, "Synthetic_7")
+    assert image.shape[0] == 4 and image.shape[1:] == labels.shape
+    assert set(np.unique(labels)) <= {0, 1, 2, 4} and (labels == 4).any()
+
+
+def test_training_is_reproducible_from_a_seed_and_resumes(tiny_cache, tmp_path):
+    for name in ("a", "b"):
+        result = _run_training(_train_args(tiny_cache, tmp_path / name, 3))
+        assert result.returncode == 0, result.stderr
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    result = _run_training(_train_args(tiny_cache, tmp_path / "a", 5) + ["--resume", "--export", str(tmp_path / "w.npz")])
+    assert result.returncode == 0, result.stderr
+    state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 5
+    steps = [json.loads(line)["step"] for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    model, meta = load_weights(tmp_path / "w.npz")
+    assert meta["training_steps"] == 5 and model.input_downsample == 2
+
+
+def test_distributed_training_with_two_gloo_processes(tiny_cache, tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    result = _run_training(_train_args(tiny_cache, tmp_path / "ddp", 2) + ["--device", "cpu"],
+                           env_extra={"OMP_NUM_THREADS": "1"}, launcher=launcher)
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2
