@@ -37,7 +37,7 @@ from vtkmodules.util import numpy_support
 
 import slicer
 from gliomasuite.errors import GliomaSuiteError
-from gliomasuite.labels import REGIONS, SUBREGIONS
+from gliomasuite.labels import SUBREGIONS, volumes_cm3
 from gliomasuite.modalities import MODALITIES, display_name, identify_text
 
 from .Process import CANCELLED, DONE, FAILED, MODULE_DIR, BackgroundProcess
@@ -358,10 +358,7 @@ class SegmentLogic:
                 f"Segmentation '{segmentationNode.GetName()}' has no reference volume, so its voxels "
                 "cannot be measured; set its reference geometry to the T1ce in the Segmentations module.")
         labels = labels_from_segmentation_node(segmentationNode, reference)
-        voxelCm3 = float(np.prod(reference.GetSpacing())) / 1000.0
-        volumes = {short: int(np.count_nonzero(labels == value)) * voxelCm3 for value, short, _, _ in SUBREGIONS}
-        for region in ("TC", "WT"):
-            volumes[region] = int(np.count_nonzero(np.isin(labels, REGIONS[region]))) * voxelCm3
+        volumes = volumes_cm3(labels, reference.GetSpacing())
         return {short: round(volumes[short], 3) for short, _ in TABLE_ROWS}
 
     def volumeTable(self, segmentationNode):

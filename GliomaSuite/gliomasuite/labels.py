@@ -32,3 +32,12 @@ def regions_to_labels(wt: np.ndarray, tc: np.ndarray, et: np.ndarray) -> np.ndar
     labels[wt & tc] = NCR
     labels[wt & tc & et] = ET
     return labels
+
+
+def volumes_cm3(labels: np.ndarray, spacing) -> dict:
+    """NCR, ED, ET, TC and WT volumes in cm^3 of a BraTS label map with voxel ``spacing`` in mm."""
+    voxel_cm3 = float(np.prod(spacing)) / 1000.0
+    volumes = {short: int(np.count_nonzero(labels == value)) * voxel_cm3 for value, short, _, _ in SUBREGIONS}
+    for region in ("TC", "WT"):
+        volumes[region] = int(np.count_nonzero(np.isin(labels, REGIONS[region]))) * voxel_cm3
+    return volumes

@@ -145,11 +145,7 @@ def postprocess(probs: np.ndarray, brain: Optional[np.ndarray] = None) -> np.nda
 def volumes_cm3(label_image) -> Dict[str, float]:
     import SimpleITK as sitk
 
-    arr = sitk.GetArrayViewFromImage(label_image)
-    voxel_cm3 = float(np.prod(label_image.GetSpacing())) / 1000.0
-    out = {short: float((arr == value).sum()) * voxel_cm3 for value, short, _, _ in L.SUBREGIONS}
-    out.update({name: float(mask.sum()) * voxel_cm3 for name, mask in L.region_masks(arr).items() if name != "ET"})
-    return out
+    return L.volumes_cm3(sitk.GetArrayViewFromImage(label_image), label_image.GetSpacing())
 
 
 def segment_prepared(model, prepared: PreparedStudy, device: torch.device, tta: bool = False,
