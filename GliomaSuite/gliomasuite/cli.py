@@ -121,15 +121,12 @@ def cmd_demo(args, progress: Progress) -> dict:
 
 
 def cmd_train_segmentation(args, progress: Progress) -> dict:
-    from .segmentation.cache import build_cache
-    from .segmentation.training import TrainConfig, train
-    from .segmentation.training import export_checkpoint
+    from .segmentation.cache import build_cache, cached_cases
+    from .segmentation.training import TrainConfig, export_checkpoint, train
 
     cache = Path(args.cache or Path(args.out) / "cache")
     progress.update(0.0, f"Preparing the training cache in {cache}")
     build_cache(args.data, cache, log=progress.note)
-    from .segmentation.cache import cached_cases
-
     cases = cached_cases(cache)
     validation = set(args.validation or [])
     unknown = validation - set(cases)

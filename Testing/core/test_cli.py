@@ -115,7 +115,7 @@ def test_demo_runs_end_to_end_and_meets_its_dice_target(tmp_path):
 
 
 @needs_model
-def test_segment_without_t2_still_segments_and_says_so(tmp_path):
+def test_segment_without_t2_names_the_missing_modality(tmp_path):
     from gliomasuite.demo import make_demo_study
 
     study = make_demo_study(tmp_path / "demo", seed=3)

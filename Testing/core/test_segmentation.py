@@ -37,7 +37,7 @@ def _study_images(direction=None, spacing=(1.0, 1.0, 1.0), size=(40, 36, 30), se
         if direction is not None:
             img.SetDirection(direction)
         images[m] = img
-    labels = sitk.GetImageFromArray((tumour * L.ET + (brain & ~tumour) * 0).astype(np.uint8))
+    labels = sitk.GetImageFromArray((tumour * L.ET).astype(np.uint8))
     labels.CopyInformation(images["t1ce"])
     return images, labels
 
@@ -53,7 +53,7 @@ def test_vnet_shapes_and_deep_supervision():
         assert tuple(net(x).shape) == (2, 3, 32, 32, 32)
 
 
-def test_vnet_residual_stages_learn_identity_free_configs():
+def test_vnet_rejects_stage_lists_of_the_wrong_length():
     with pytest.raises(ValueError):
         VNet(channels=(4, 8), encoder_convs=(1, 1, 1), decoder_convs=(1,))
 
