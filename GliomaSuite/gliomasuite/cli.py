@@ -122,7 +122,7 @@ def cmd_demo(args, progress: Progress) -> dict:
 
 def cmd_train_segmentation(args, progress: Progress) -> dict:
     from .segmentation.cache import build_cache, cached_cases
-    from .segmentation.training import TrainConfig, export_checkpoint, train
+    from .segmentation.training import config_from_arguments, export_checkpoint, train
 
     cache = Path(args.cache or Path(args.out) / "cache")
     progress.update(0.0, f"Preparing the training cache in {cache}")
@@ -132,11 +132,7 @@ def cmd_train_segmentation(args, progress: Progress) -> dict:
     unknown = validation - set(cases)
     if unknown:
         raise GliomaSuiteError(f"Validation case(s) {', '.join(sorted(unknown))} are not in {args.data}.")
-    config = TrainConfig(cache=str(cache), out=args.out, cases=[c for c in cases if c not in validation],
-                         iterations=args.iterations, batch_size=args.batch_size, patch=tuple(args.patch),
-                         downsample=args.downsample, channels=tuple(args.channels),
-                         decoder_convs=tuple(args.decoder_convs), lr=args.lr, seed=args.seed,
-                         max_minutes=args.max_minutes, device=args.device)
+    config = config_from_arguments(args, cache, args.out, [c for c in cases if c not in validation])
     out = train(config, resume=args.resume, report=progress.update)
     sha = export_checkpoint(out / "checkpoint.pt", out / "vnet.npz")
     return {"weights": str(out / "vnet.npz"), "sha256": sha, "training_cases": len(config.cases)}
@@ -240,17 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the cache, checkpoints, log and weights")
     p.add_argument("--cache", help="where to keep the preprocessed cases (default OUT/cache)")
     p.add_argument("--validation", nargs="*", help="case names held out of training")
-    p.add_argument("--iterations", type=int, default=4000)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--patch", type=int, nargs=3, default=[64, 64, 64])
-    p.add_argument("--downsample", type=int, default=2, choices=[1, 2])
-    p.add_argument("--channels", type=int, nargs=5, default=[8, 16, 32, 64, 128])
-    p.add_argument("--decoder-convs", type=int, nargs=4, default=[1, 1, 1, 1])
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--resume", action="store_true")
+    from .segmentation.config import add_training_arguments
+
+    add_training_arguments(p)
     p.set_defaults(func=cmd_train_segmentation)
 
     p = sub.add_parser("fit-survival", help="fit the Cox survival models and SOMs on a cohort table")

@@ -197,3 +197,20 @@ def test_distributed_training_with_two_gloo_processes(tiny_cache, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 2
+
+
+def test_fine_tuning_starts_from_given_weights_and_refuses_another_shape(tiny_cache, tmp_path):
+    first = _run_training(_train_args(tiny_cache, tmp_path / "a", 2) + ["--export", str(tmp_path / "w.npz")])
+    assert first.returncode == 0, first.stderr
+    source, _ = load_weights(tmp_path / "w.npz")
+    # lr 0: one step must leave the network exactly where --init-weights put it
+    tuned = _run_training(_train_args(tiny_cache, tmp_path / "b", 1) + ["--init-weights", str(tmp_path / "w.npz"),
+                                                                        "--lr", "0"])
+    assert tuned.returncode == 0, tuned.stderr
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    expected = source.state_dict()
+    assert all(torch.equal(state[k], expected[k].float()) for k in expected)
+    other = _train_args(tiny_cache, tmp_path / "c", 1)
+    other[other.index("--channels") + 1:other.index("--channels") + 6] = ["4", "8", "16", "16", "32"]
+    refused = _run_training(other + ["--init-weights", str(tmp_path / "w.npz")])
+    assert refused.returncode != 0 and "does not fit this network configuration" in refused.stderr

@@ -62,13 +62,14 @@ def load_model(name_or_path: Optional[str] = None):
 
 
 def choose_device(choice: str = "auto") -> torch.device:
+    """``auto`` (CUDA when PyTorch sees it, else CPU), ``cpu``, ``gpu``/``cuda`` or ``cuda:N``."""
     choice = (choice or "auto").lower()
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice in ("gpu", "cuda"):
+    if choice in ("gpu", "cuda") or choice.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise GliomaSuiteError("A GPU was requested but PyTorch sees no CUDA device; choose CPU or auto.")
-        return torch.device("cuda")
+        return torch.device("cuda" if choice == "gpu" else choice)
     if choice == "cpu":
         return torch.device("cpu")
     raise GliomaSuiteError(f"Unknown device {choice!r}; use auto, cpu or gpu.")

@@ -18,43 +18,20 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List
 
 import numpy as np
 import torch
 
 from .cache import cached_cases, load_case
+from .config import TrainConfig, add_training_arguments, config_from_arguments  # noqa: F401 (re-exported)
+from .inference import choose_device
 from .vnet import VNet
 
 #: Label values in the cache mapped to classes for patch sampling: 0 bg, 1 NCR, 2 ED, 3 ET.
 _CLASS_OF_LABEL = {0: 0, 1: 1, 2: 2, 4: 3}
-
-
-@dataclass
-class TrainConfig:
-    cache: str
-    out: str
-    cases: Optional[List[str]] = None          # training cases (default: all in the cache)
-    iterations: int = 8000
-    batch_size: int = 2
-    patch: Sequence[int] = (128, 128, 128)     # in network voxels (downsample mm each)
-    downsample: int = 1                        # 2: the network sees 2 mm voxels (average-pooled)
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    channels: Sequence[int] = (16, 32, 64, 128, 192)
-    encoder_convs: Sequence[int] = (1, 2, 2, 2, 2)
-    decoder_convs: Sequence[int] = (2, 2, 2, 1)
-    class_ratios: Sequence[float] = (1, 1, 1, 2)
-    modality_dropout: float = 0.1
-    checkpoint_every: int = 500
-    max_minutes: Optional[float] = None        # stop (with a checkpoint) after this much wall time
-    device: str = "auto"
-    amp: bool = True
-    log_every: int = 50
-    extra: dict = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -64,14 +41,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     set_determinism(seed=seed)
-
-
-def pick_device(choice: str = "auto") -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise RuntimeError("a GPU was requested but PyTorch sees none; use --device cpu or auto")
-    return torch.device("cuda" if choice == "gpu" else choice)
 
 
 def labels_to_regions(labels: torch.Tensor) -> torch.Tensor:
@@ -168,6 +137,19 @@ def build_model(config: TrainConfig) -> VNet:
                 deep_supervision=True)
 
 
+def _initialise_from(model: VNet, path) -> None:
+    """Copy weights saved by :func:`export_checkpoint` into ``model`` (fine-tuning); shapes must match."""
+    from .weights import load_weights
+
+    source, _ = load_weights(path)
+    target = model.state_dict()
+    mismatched = [k for k, v in source.state_dict().items() if k not in target or target[k].shape != v.shape]
+    if mismatched or set(target) != set(source.state_dict()):
+        raise ValueError(f"{path} does not fit this network configuration (e.g. {(mismatched or ['missing keys'])[0]}); "
+                         "give the same --channels/--decoder-convs it was trained with")
+    model.load_state_dict({k: v.float() for k, v in source.state_dict().items()})
+
+
 def _poly_lr(config: TrainConfig, step: int) -> float:
     return config.lr * (1 - step / config.iterations) ** 0.9
 
@@ -178,7 +160,7 @@ def train(config: TrainConfig, resume: bool = False, report: Callable[[float, st
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = pick_device(config.device)
+    device = choose_device(config.device)
     if world > 1:
         import torch.distributed as dist
 
@@ -195,7 +177,10 @@ def train(config: TrainConfig, resume: bool = False, report: Callable[[float, st
     if rank == 0:
         (out / "train_config.json").write_text(json.dumps(asdict(config), indent=1))
 
-    model = build_model(config).to(device)
+    model = build_model(config)
+    if config.init_weights:
+        _initialise_from(model, config.init_weights)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step = 0
     checkpoint_path = out / "checkpoint.pt"
@@ -271,28 +256,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Train the V-Net on a training cache")
     parser.add_argument("--cache", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--iterations", type=int, default=8000)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--patch", type=int, nargs=3, default=[128, 128, 128])
-    parser.add_argument("--downsample", type=int, default=1, choices=[1, 2])
-    parser.add_argument("--channels", type=int, nargs=5, default=[16, 32, 64, 128, 192])
-    parser.add_argument("--decoder-convs", type=int, nargs=4, default=[2, 2, 2, 1])
-    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-minutes", type=float)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--checkpoint-every", type=int, default=500)
-    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--cases", nargs="*", help="training cases (default: all in the cache)")
+    add_training_arguments(parser)
     parser.add_argument("--export", help="also write the trained weights (.npz, float16) here")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = TrainConfig(cache=args.cache, out=args.out, iterations=args.iterations, batch_size=args.batch_size,
-                         patch=tuple(args.patch), downsample=args.downsample, channels=tuple(args.channels),
-                         decoder_convs=tuple(args.decoder_convs), lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
-                         device=args.device, checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+    config = config_from_arguments(args, args.cache, args.out, args.cases or None)
     out = train(config, resume=args.resume,
                 report=lambda f, m: print(f"[{f * 100:5.1f}%] {m}", flush=True))
     if args.export and int(os.environ.get("RANK", "0")) == 0:

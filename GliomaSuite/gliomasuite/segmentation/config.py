@@ -1,0 +1,69 @@
+"""Training configuration and its command-line options, shared by ``gliomasuite train-segmentation`` and
+``python -m gliomasuite.segmentation.training`` (torchrun). Kept free of torch so building the command
+line stays fast."""
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+
+@dataclass
+class TrainConfig:
+    cache: str
+    out: str
+    cases: Optional[List[str]] = None          # training cases (default: all in the cache)
+    iterations: int = 4000
+    batch_size: int = 2
+    patch: Sequence[int] = (64, 64, 64)        # in network voxels (downsample mm each)
+    downsample: int = 2                        # 2: the network sees 2 mm voxels (average-pooled)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    channels: Sequence[int] = (8, 16, 32, 64, 128)
+    encoder_convs: Sequence[int] = (1, 2, 2, 2, 2)
+    decoder_convs: Sequence[int] = (1, 1, 1, 1)
+    class_ratios: Sequence[float] = (1, 1, 1, 2)
+    modality_dropout: float = 0.1
+    checkpoint_every: int = 500
+    max_minutes: Optional[float] = None        # stop (with a checkpoint) after this much wall time
+    device: str = "auto"
+    amp: bool = True
+    log_every: int = 50
+    init_weights: Optional[str] = None         # start from these shipped weights (.npz) instead of random
+    extra: dict = field(default_factory=dict)
+
+
+def add_training_arguments(parser) -> None:
+    """The training options shared by ``gliomasuite train-segmentation`` and ``training.main``.
+
+    Defaults are the shipped model's recipe (2 mm network, 64^3 patches, channels 8..128)."""
+    d = TrainConfig(cache="", out="")
+    parser.add_argument("--iterations", type=int, default=d.iterations)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--patch", type=int, nargs=3, default=list(d.patch), help="patch size in network voxels")
+    parser.add_argument("--downsample", type=int, default=d.downsample, choices=[1, 2],
+                        help="2: the network sees 2 mm voxels (fast); 1: full 1 mm resolution")
+    parser.add_argument("--channels", type=int, nargs=5, default=list(d.channels))
+    parser.add_argument("--decoder-convs", type=int, nargs=4, default=list(d.decoder_convs))
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this much wall time")
+    parser.add_argument("--device", default=d.device, help="auto, cpu, gpu or cuda:N")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    parser.add_argument("--log-every", type=int, default=d.log_every)
+    parser.add_argument("--init-weights", metavar="NPZ",
+                        help="fine-tune from these weights (e.g. the shipped model) instead of random initialisation")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
+
+def config_from_arguments(args, cache, out, cases=None) -> TrainConfig:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return TrainConfig(cache=str(cache), out=str(out), cases=cases, iterations=args.iterations,
+                       batch_size=args.batch_size, patch=tuple(args.patch), downsample=args.downsample,
+                       channels=tuple(args.channels), decoder_convs=tuple(args.decoder_convs), lr=args.lr,
+                       seed=args.seed, max_minutes=args.max_minutes, device=args.device,
+                       checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                       init_weights=args.init_weights)
