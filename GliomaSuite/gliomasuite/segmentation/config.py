@@ -46,6 +46,8 @@ def add_training_arguments(parser) -> None:
     parser.add_argument("--decoder-convs", type=int, nargs=4, default=list(d.decoder_convs))
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--modality-dropout", type=float, default=d.modality_dropout,
+                        help="chance that a patch loses T1, T2 or both (so studies without them still segment)")
     parser.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this much wall time")
     parser.add_argument("--device", default=d.device, help="auto, cpu, gpu or cuda:N")
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
@@ -64,6 +66,7 @@ def config_from_arguments(args, cache, out, cases=None) -> TrainConfig:
     return TrainConfig(cache=str(cache), out=str(out), cases=cases, iterations=args.iterations,
                        batch_size=args.batch_size, patch=tuple(args.patch), downsample=args.downsample,
                        channels=tuple(args.channels), decoder_convs=tuple(args.decoder_convs), lr=args.lr,
-                       seed=args.seed, max_minutes=args.max_minutes, device=args.device,
+                       seed=args.seed, modality_dropout=args.modality_dropout, max_minutes=args.max_minutes,
+                       device=args.device,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                        init_weights=args.init_weights)

@@ -3,8 +3,9 @@
 Data stay on the training device as float16 volumes; each step draws patches with MONAI's
 ``RandCropByLabelClassesd`` (class ratios background : NCR : ED : ET = 1 : 1 : 1 : 2, so small
 enhancing regions are found), then MONAI augmentation (affine, flips, intensity scale and shift,
-and modality dropout of T1 or T2 so a study missing one still segments). Loss: MONAI ``DiceCELoss``
-(Dice + binary cross-entropy over the sigmoid regions WT, TC, ET) under ``DeepSupervisionLoss``.
+and modality dropout of T1, T2 or both so a study with only T1ce and FLAIR still segments).
+Loss: MONAI ``DiceCELoss`` (Dice + binary cross-entropy over the sigmoid regions WT, TC, ET) under
+``DeepSupervisionLoss``.
 Optimiser AdamW with polynomial decay. Everything random is drawn from ``seed`` (and the rank),
 so the same command on the same hardware gives the same model.
 
@@ -32,6 +33,9 @@ from .vnet import VNet
 
 #: Label values in the cache mapped to classes for patch sampling: 0 bg, 1 NCR, 2 ED, 3 ET.
 _CLASS_OF_LABEL = {0: 0, 1: 1, 2: 2, 4: 3}
+#: Channels (T1, T1ce, T2, FLAIR) zeroed together by modality dropout, drawn with equal chance: a study
+#: with only T1ce and FLAIR, or missing one of T1/T2, must still segment.
+_DROPPABLE = ([0], [2], [0, 2])
 
 
 def seed_everything(seed: int) -> None:
@@ -124,7 +128,7 @@ class PatchSampler:
             image = torch.as_tensor(sample["image"])
             if self.config.modality_dropout and self.rng.rand() < self.config.modality_dropout:
                 image = image.clone()
-                image[[0, 2][self.rng.randint(2)]] = 0.0  # T1 or T2 missing
+                image[_DROPPABLE[self.rng.randint(len(_DROPPABLE))]] = 0.0  # T1, T2 or both missing
             images.append(image)
             labels.append(torch.as_tensor(sample["target"]))
         return (torch.stack(images).to(self.device, non_blocking=True),
