@@ -81,21 +81,22 @@ def demo_paths(out_dir: Union[str, pathlib.Path]) -> Dict[str, pathlib.Path]:
     return {key: out_dir / f"{DEMO_PREFIX}_{key}.nii.gz" for key in DEMO_MODALITIES + ("seg",)}
 
 
-def make_demo_study(out_dir: Union[str, pathlib.Path], seed: int = 0) -> pathlib.Path:
+def make_demo_study(out_dir: Union[str, pathlib.Path], seed: int = 0, tumour: bool = True) -> pathlib.Path:
     """Write the synthetic BraTS-like demo study (four contrasts + truth) into ``out_dir``.
 
-    Returns ``out_dir``. The same ``seed`` always gives the same voxel arrays.
+    Returns ``out_dir``. The same ``seed`` always gives the same voxel arrays. ``tumour=False``
+    gives the same kind of brain without a tumour (an all-zero truth): what "no tumour" looks like.
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    images, seg = synthesize_demo_arrays(seed)
+    images, seg = synthesize_demo_arrays(seed, tumour=tumour)
     paths = demo_paths(out_dir)
     for key, array in list(images.items()) + [("seg", seg)]:
         sitk.WriteImage(_to_image(array), str(paths[key]), True)
     return out_dir
 
 
-def synthesize_demo_arrays(seed: int = 0, return_tissues: bool = False):
+def synthesize_demo_arrays(seed: int = 0, return_tissues: bool = False, tumour: bool = True):
     """The demo study as numpy arrays in SimpleITK order (z, y, x).
 
     Returns ``(images, seg)``: ``{modality: int16 array}`` and the uint8 BraTS label map. With
@@ -106,8 +107,9 @@ def synthesize_demo_arrays(seed: int = 0, return_tissues: bool = False):
     anatomy = _anatomy_on_grid(rng)  # tissue fractions on the brain's bounding box of the grid
     crop, mask = anatomy["crop"], anatomy["mask"]
     gm_a, wm_a, csf_a = anatomy["gm"], anatomy["wm"], anatomy["csf"]
-    tumour = _make_tumour(rng, anatomy)
-    labels = tumour["labels"]
+    with_tumour = tumour
+    tumour = _make_tumour(rng, anatomy) if with_tumour else None
+    labels = tumour["labels"] if with_tumour else np.zeros(mask.shape, dtype=np.uint8)
 
     images = {}
     shape_full = GRID_SIZE[::-1]
@@ -118,7 +120,7 @@ def synthesize_demo_arrays(seed: int = 0, return_tissues: bool = False):
         levels = np.array(_INTENSITY[modality]) * scale_global * rng.uniform(0.96, 1.04, len(_TISSUES))
         lv = {name: float(level) for name, level in zip(_TISSUES, levels)}
         normal = gm_a * lv["gm"] + wm_a * lv["wm"] + csf_a * lv["csf"]
-        img = _apply_tumour(normal, tumour, lv)
+        img = _apply_tumour(normal, tumour, lv) if with_tumour else normal
         img *= 1.0 + texture
         img *= _bias_field(rng, mask.shape, amplitude=0.06)
         # Rician noise, then the slight blur of BraTS' resampling to 1 mm
