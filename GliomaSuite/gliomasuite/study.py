@@ -675,7 +675,7 @@ def _fov_overlap(a: sitk.Image, b: sitk.Image) -> float:
     return float(inter / vol) if vol > 0 else 0.0
 
 
-def _grid_differences(image: sitk.Image, ref: sitk.Image) -> List[str]:
+def grid_differences(image: sitk.Image, ref: sitk.Image) -> List[str]:
     """What differs between two grids (empty when the same within tolerance)."""
     diffs = []
     if image.GetSize() != ref.GetSize():
@@ -753,7 +753,7 @@ def load_study(source, required: Sequence[str] = MODALITIES, log: Optional[Calla
         if modality == ref_modality:
             continue
         image = images[modality]
-        diffs = _grid_differences(image, ref)
+        diffs = grid_differences(image, ref)
         if not diffs:
             if (image.GetOrigin() != ref.GetOrigin() or image.GetSpacing() != ref.GetSpacing()
                     or image.GetDirection() != ref.GetDirection()):

@@ -173,6 +173,20 @@ def hemisphere(image, labels: Optional[np.ndarray] = None, brain_mask: Optional[
             "left_fraction": round(float((tumour_x > midline).mean()), 3), "basis": basis}
 
 
+def read_label_map(path):
+    """A label-map file as a SimpleITK image, or a :class:`GliomaSuiteError` naming the problem."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.exists():
+        raise GliomaSuiteError(f"The label map {path} does not exist; check the path.")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise GliomaSuiteError(f"{path} could not be read as an image ({str(exc).strip().splitlines()[-1]}); "
+                               "give a label map in NIfTI, NRRD or MetaImage format.") from None
+
+
 def label_map_features(path_or_image: Union[str, Path, object], brain_mask: Optional[np.ndarray] = None) -> dict:
     """Shape features plus location of one label-map file (or SimpleITK image).
 
@@ -182,15 +196,7 @@ def label_map_features(path_or_image: Union[str, Path, object], brain_mask: Opti
     import SimpleITK as sitk
 
     if isinstance(path_or_image, (str, Path)):
-        path = Path(path_or_image)
-        if not path.exists():
-            raise GliomaSuiteError(f"The label map {path} does not exist; check the path.")
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError as exc:
-            raise GliomaSuiteError(f"{path} could not be read as an image ({str(exc).strip().splitlines()[-1]}); "
-                                   "give a label map in NIfTI, NRRD or MetaImage format.") from None
-        source = str(path)
+        image, source = read_label_map(path_or_image), str(path_or_image)
     else:
         image, source = path_or_image, "the label map"
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:

@@ -366,10 +366,13 @@ def _blank(value):
 # one patient from a label map
 
 
-def score_label_map(seg, age, out_dir, model=None, note=lambda m: None) -> dict:
-    """Features of a label map + age -> ``survival.json`` and ``survival.png`` in ``out_dir``."""
+def score_label_map(seg, age, out_dir=None, model=None, note=lambda m: None, source=None) -> dict:
+    """Features of a label map (a file or a SimpleITK image) + age, scored; with ``out_dir``, also
+    written as ``survival.json`` and ``survival.png`` there (:func:`write_patient_result`).
+
+    ``source`` is what the result names as the segmentation (default: the label map's path).
+    """
     from .features import label_map_features
-    from .plot import plot_patient
 
     age = cox.check_value("age", age)
     full, reduced = load_models(model)
@@ -379,13 +382,21 @@ def score_label_map(seg, age, out_dir, model=None, note=lambda m: None) -> dict:
                           for k, v in features["shape"].items()}
     result["location"] = features["location"]
     result["warnings"] = features["warnings"] + result["warnings"]
-    result["segmentation"] = str(seg)
+    result["segmentation"] = str(source if source is not None else seg)
+    for w in result["warnings"]:
+        note(w)
+    if out_dir is not None:
+        write_patient_result(result, out_dir)
+    return result
+
+
+def write_patient_result(result: dict, out_dir) -> None:
+    """Write one patient's result as ``survival.png`` and ``survival.json`` in ``out_dir``."""
+    from .plot import plot_patient
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = out / "survival.png"
     plot_patient(result, png)
     result["plot"] = str(png)
     write_json_atomically(result, out / "survival.json")
-    for w in result["warnings"]:
-        note(w)
-    return result
