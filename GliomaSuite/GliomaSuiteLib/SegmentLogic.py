@@ -74,6 +74,8 @@ PRESET_UPPER_PERCENTILE = 99.5
 
 #: Name of the label map the background process writes in the work folder.
 LABELS_FILE = "labels.nrrd"
+#: Inputs no model can do without; T1 and T2 may be absent for a model trained with modality dropout.
+ALWAYS_NEEDED = ("t1ce", "flair")
 
 
 @dataclass
@@ -143,7 +145,9 @@ class SegmentLogic:
 
     def checkInputs(self, inputs: Dict[str, object]) -> None:
         """Raise :class:`GliomaSuiteError` with the fix if the inputs cannot be segmented as they are."""
-        missing = [display_name(m) for m in MODALITIES if inputs.get(m) is None]
+        # T1ce and FLAIR are always needed. T1 and T2 may be left empty: the core then says whether
+        # the model was trained to do without them, or which one it needs.
+        missing = [display_name(m) for m in ALWAYS_NEEDED if inputs.get(m) is None]
         if missing:
             raise GliomaSuiteError(
                 f"No volume is selected for {_join(missing)}. Choose one for each of T1, T1ce, T2 and "
@@ -151,7 +155,9 @@ class SegmentLogic:
                 "'case_t1ce', are chosen automatically).")
         chosenBy = {}
         for modality in MODALITIES:
-            node = inputs[modality]
+            node = inputs.get(modality)
+            if node is None:
+                continue
             if node.GetID() in chosenBy:
                 raise GliomaSuiteError(
                     f"Volume '{node.GetName()}' is selected as both {display_name(chosenBy[node.GetID()])} "
@@ -197,7 +203,9 @@ class SegmentLogic:
         try:
             arguments = ["segment"]
             for modality in MODALITIES:
-                arguments += [f"--{modality}", str(self._exportVolume(inputs[modality], folder / f"{modality}.nrrd"))]
+                if inputs.get(modality) is not None:
+                    arguments += [f"--{modality}",
+                                  str(self._exportVolume(inputs[modality], folder / f"{modality}.nrrd"))]
             arguments += ["-o", str(folder / LABELS_FILE), "--overwrite", "--device", device]
             if tta:
                 arguments.append("--tta")

@@ -60,21 +60,32 @@ def _check_output(path: Path, overwrite: bool) -> None:
                                "(an edited segmentation is never replaced silently).")
 
 
-def cmd_segment(args, progress: Progress) -> dict:
-    from .segmentation.inference import load_model, segment_study
+def segment_arguments_study(args, progress_update: Callable[[float, str], None], note: Callable[[str], None],
+                            model_name: Optional[str], probabilities: bool = False):
+    """Load the study named by the study arguments and segment it: ``(study, SegmentationResult)``.
+
+    The one path from command-line arguments to a label map, for ``segment`` and ``survival --study``.
+    """
+    from .segmentation.inference import load_model, required_modalities, segment_study
     from .study import load_study
 
+    model, _ = load_model(model_name)
+    progress_update(0.0, "Loading the study")
+    study = load_study(_study_source(args), required=required_modalities(model), log=note)
+    result = segment_study(study, model=model, device=args.device, tta=args.tta, probabilities=probabilities,
+                           window=args.window, progress=progress_update)
+    for warning in result.warnings:
+        note(warning)
+    return study, result
+
+
+def cmd_segment(args, progress: Progress) -> dict:
     output = Path(args.output)
     _check_output(output, args.overwrite)
     if args.probabilities:
         _check_output(Path(args.probabilities), args.overwrite)
-    progress.update(0.0, "Loading the study")
-    study = load_study(_study_source(args), log=progress.note)
-    model, _ = load_model(args.model)
-    result = segment_study(study, model=model, device=args.device, tta=args.tta,
-                           probabilities=bool(args.probabilities), window=args.window, progress=progress.update)
-    for warning in result.warnings:
-        progress.note(warning)
+    _, result = segment_arguments_study(args, progress.update, progress.note, args.model,
+                                        probabilities=bool(args.probabilities))
     write_image_atomically(result.labels, output)
     if result.probabilities is not None:
         write_image_atomically(result.probabilities, Path(args.probabilities))
@@ -168,17 +179,28 @@ def cmd_fit_survival(args, progress: Progress) -> dict:
     return {"models": paths, "summary": result["summary"]}
 
 
-def cmd_survival(args, progress: Progress) -> dict:
-    """Score a table (one row per patient) or one label map + age with the survival model."""
-    from .survival.score import score_label_map, score_table
+#: Share of the progress bar that segmentation takes in ``survival --study`` (scoring is quick).
+SEGMENTATION_SHARE = 0.85
 
-    if bool(args.table) == bool(args.seg):
-        raise GliomaSuiteError("Give either --table CSV (one row per patient) or --seg LABELMAP with --age, not both "
-                               "or neither.")
+
+def cmd_survival(args, progress: Progress) -> dict:
+    """Score a table (one row per patient), or one patient from a label map or a study (+ age)."""
+    from .survival.score import load_models, score_label_map, score_table, write_patient_result
+
+    study_given = bool(args.study) or any(getattr(args, m) for m in ("t1", "t1ce", "t2", "flair"))
+    if args.table and (args.seg or study_given or args.age is not None):
+        raise GliomaSuiteError("--table scores a table of patients (age in its age column); give it alone, without "
+                               "--seg, --study, --t1/--t1ce/--t2/--flair or --age.")
+    if not (args.table or args.seg or study_given):
+        raise GliomaSuiteError("Nothing to score: give --table CSV (one row per patient), --seg LABELMAP with --age, "
+                               "or --study STUDY with --age (segments the study first).")
+    if not study_given:
+        for name in ("device", "tta", "window", "segmentation_model"):
+            if getattr(args, name) not in (None, False, "auto"):
+                raise GliomaSuiteError(f"--{name.replace('_', '-')} is for segmenting a study; give --study too, or "
+                                       "leave it out.")
     output = Path(args.output)
     if args.table:
-        if args.age is not None:
-            raise GliomaSuiteError("--age is for --seg; a table gives each patient's age in its age column.")
         _check_output(output, args.overwrite)
         summary = score_table(args.table, output, model=args.model, note=progress.note)
         if not progress.json_lines:
@@ -187,19 +209,68 @@ def cmd_survival(args, progress: Progress) -> dict:
         return summary
     if args.age is None:
         raise GliomaSuiteError("The patient's age is missing: pass --age YEARS (the model needs it).")
-    for name in ("survival.json", "survival.png"):
+    from .survival.cox import check_value
+
+    check_value("age", args.age)
+    load_models(args.model)  # an unknown model is refused before any segmentation
+    segmenting = study_given and not args.seg
+    outputs = ["survival.json", "survival.png"] + (["segmentation.nii.gz"] if segmenting else [])
+    for name in outputs:
         _check_output(output / name, args.overwrite)
-    progress.update(0.1, "Measuring the tumour")
-    result = score_label_map(args.seg, args.age, output, model=args.model, note=progress.note)
+    if not study_given:
+        progress.update(0.1, "Measuring the tumour")
+        result = score_label_map(args.seg, args.age, output, model=args.model, note=progress.note)
+    elif args.seg:
+        seg = _label_map_on_study_grid(args, progress)
+        progress.update(0.5, "Measuring the tumour")
+        result = score_label_map(seg, args.age, output, model=args.model, note=progress.note, source=args.seg)
+    else:
+        _, segmentation = segment_arguments_study(
+            args, lambda f, m: progress.update(SEGMENTATION_SHARE * f, m), progress.note, args.segmentation_model)
+        if segmentation.volumes_cm3["WT"] == 0:
+            raise GliomaSuiteError("The segmentation found no tumour in this study, so there is nothing to score "
+                                   "(nothing was written); check that the study shows a glioma, or give a label map "
+                                   "with --seg.")
+        progress.update(SEGMENTATION_SHARE, "Measuring the tumour")
+        seg_path = output / "segmentation.nii.gz"
+        # Scored before anything is written: a study without tumour leaves no files behind.
+        result = score_label_map(segmentation.labels, args.age, model=args.model, note=progress.note,
+                                 source=seg_path)
+        write_image_atomically(segmentation.labels, seg_path)
+        write_patient_result(result, output)
     if not progress.json_lines:
         print(result["sentence"])
         print(f"Results in {output / 'survival.json'} and {output / 'survival.png'}")
-    return {"output": str(output / "survival.json"), "plot": result["plot"], "model": result["model"]["name"],
-            "model_variant": result["model"]["variant"], "sentence": result["sentence"]}
+    summary = {"output": str(output / "survival.json"), "plot": result["plot"], "model": result["model"]["name"],
+               "model_variant": result["model"]["variant"], "sentence": result["sentence"]}
+    if study_given:
+        summary["segmentation"] = result["segmentation"]
+    return summary
 
 
-def _add_study_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", nargs="*", help="study folder, or the image files (modality read from each name)")
+def _label_map_on_study_grid(args, progress: Progress):
+    """``--seg`` with ``--study``: the label map, refused unless it lies on the study's grid."""
+    from .study import grid_differences, load_study
+    from .survival.features import read_label_map
+
+    progress.update(0.0, "Loading the study to check the label map's grid")
+    study = load_study(_study_source(args), required=(), log=progress.note)
+    seg = read_label_map(args.seg)
+    diffs = grid_differences(seg, study.reference)
+    if diffs:
+        raise GliomaSuiteError(
+            f"The label map {args.seg} is not on the grid of the study's {study.reference_modality.upper()} image "
+            f"({', '.join(diffs)} differ), so it is not a segmentation of this study; give the label map made from "
+            "this study, or leave --seg out to segment the study.")
+    return seg
+
+
+def _add_study_arguments(p: argparse.ArgumentParser, as_option: bool = False) -> None:
+    help_text = "study folder, or the image files (modality read from each name)"
+    if as_option:
+        p.add_argument("--study", nargs="+", metavar="STUDY", help=help_text)
+    else:
+        p.add_argument("study", nargs="*", help=help_text)
     for m, label in (("t1", "T1"), ("t1ce", "T1ce (post-contrast)"), ("t2", "T2"), ("flair", "FLAIR")):
         p.add_argument(f"--{m}", metavar="FILE", help=f"the {label} image, when names do not say it")
 
@@ -252,12 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_fit_survival)
 
-    p = sub.add_parser("survival", help="survival estimate for a table of patients or one label map + age")
+    p = sub.add_parser("survival", help="survival estimate for a table of patients, or one patient from a study or "
+                                        "a label map + age")
     p.add_argument("--table", help="CSV with one row per patient (age and tumour feature columns)")
-    p.add_argument("--seg", metavar="LABELMAP", help="a BraTS label map (0, 1 NCR, 2 ED, 4 ET) of one patient")
-    p.add_argument("--age", type=float, help="the patient's age in years (with --seg)")
-    p.add_argument("-o", "--output", required=True, help="OUT.csv for --table; a folder for --seg")
+    _add_study_arguments(p, as_option=True)
+    p.add_argument("--seg", metavar="LABELMAP", help="a BraTS label map (0, 1 NCR, 2 ED, 4 ET) of one patient; with "
+                   "--study, used instead of segmenting it (it must lie on the study's grid)")
+    p.add_argument("--age", type=float, help="the patient's age in years (with --study or --seg)")
+    p.add_argument("-o", "--output", required=True, help="OUT.csv for --table; a folder for --study or --seg "
+                   "(survival.json, survival.png, and segmentation.nii.gz when the study is segmented)")
     p.add_argument("--model", help="survival model name or .json file (default: the shipped model)")
+    p.add_argument("--segmentation-model", help="segmentation model for --study (default: the shipped model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="for segmenting --study")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation when segmenting --study")
+    p.add_argument("--window", type=int, help="sliding-window size in network voxels when segmenting --study")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_survival)
     return parser

@@ -128,6 +128,40 @@ def test_segment_without_t2_names_the_missing_modality(tmp_path):
     assert not out.exists()
 
 
+def _small_untrained_weights(path, optional_modalities):
+    import torch
+
+    from gliomasuite.segmentation.vnet import VNet
+    from gliomasuite.segmentation.weights import save_weights
+
+    torch.manual_seed(0)
+    save_weights(VNet(channels=(4, 8, 8, 16, 16), decoder_convs=(1, 1, 1, 1)), path,
+                 {"optional_modalities": list(optional_modalities)}, input_downsample=2)
+    return path
+
+
+def test_a_t1ce_and_flair_study_segments_only_with_a_model_trained_without_t1_and_t2(tmp_path):
+    from gliomasuite.demo import make_demo_study
+
+    study = make_demo_study(tmp_path / "demo", seed=3)
+    two = ["--t1ce", study / "GliomaDemo_t1ce.nii.gz", "--flair", study / "GliomaDemo_flair.nii.gz"]
+    coping = _small_untrained_weights(tmp_path / "dropout.npz", ["t1", "t2"])
+    needing = _small_untrained_weights(tmp_path / "all-four.npz", [])
+
+    out = tmp_path / "seg.nii.gz"
+    result = run_cli("--json-progress", "segment", *two, "--model", coping, "-o", out, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert any("No T1 or T2" in w for w in summary["result"]["warnings"]), summary
+    labels = sitk.ReadImage(str(out))
+    assert labels.GetSize() == sitk.ReadImage(str(study / "GliomaDemo_t1ce.nii.gz")).GetSize()
+
+    refused = tmp_path / "refused.nii.gz"
+    result = run_cli("segment", *two, "--model", needing, "-o", refused)
+    assert_one_sentence_error(result, "T1", "T2")
+    assert not refused.exists()
+
+
 @needs_model
 @pytest.mark.realdata
 def test_segment_real_case_writes_labels_on_the_input_grid(tmp_path):
@@ -145,3 +179,63 @@ def test_segment_real_case_writes_labels_on_the_input_grid(tmp_path):
     assert 2 * (pred & ref).sum() / (pred.sum() + ref.sum()) > 0.7
     prob = sitk.ReadImage(str(tmp_path / "prob.nii.gz"))
     assert prob.GetNumberOfComponentsPerPixel() == 3
+
+
+@needs_model
+def test_survival_from_a_study_segments_it_and_scores_the_patient(tmp_path, capsys):
+    from gliomasuite import cli
+    from gliomasuite.demo import make_demo_study
+
+    study = make_demo_study(tmp_path / "demo", seed=0)
+    out = tmp_path / "patient"
+    result = run_cli("--json-progress", "survival", "--study", study, "--age", 63, "-o", out)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+    assert fractions == sorted(fractions) and events[-1]["event"] == "done"
+    assert any("V-Net" in e.get("message", "") for e in events)  # segmentation progress is passed on
+    seg = sitk.ReadImage(str(out / "segmentation.nii.gz"))
+    t1ce = sitk.ReadImage(str(study / "GliomaDemo_t1ce.nii.gz"))
+    assert seg.GetSize() == t1ce.GetSize() and seg.GetOrigin() == t1ce.GetOrigin()
+    report = json.loads((out / "survival.json").read_text())
+    assert report["segmentation"] == str(out / "segmentation.nii.gz") and report["inputs"]["age"] == 63
+    assert report["median_survival"]["days"] > 0 and report["risk_group"] in ("low", "intermediate", "high")
+    assert report["brats_class"] and len(report["curve"]["lower"]) == len(report["curve"]["survival"])
+    assert report["som"]["km"]["times"] and len(report["som"]["node"]) == 2
+    assert (out / "survival.png").read_bytes()[:4] == b"\x89PNG"
+    assert events[-1]["result"]["segmentation"] == str(out / "segmentation.nii.gz")
+
+    # Again into the same folder: refused before any work, nothing replaced.
+    before = (out / "survival.json").read_bytes()
+    assert cli.main(["survival", "--study", str(study), "--age", "63", "-o", str(out)]) == cli.EXIT_USER_ERROR
+    assert "already exists" in capsys.readouterr().err and (out / "survival.json").read_bytes() == before
+
+    # --seg with --study: that label map is scored (no segmentation run), and it must be on the study's grid.
+    again = tmp_path / "edited"
+    assert cli.main(["survival", "--study", str(study), "--seg", str(out / "segmentation.nii.gz"), "--age", "63",
+                     "-o", str(again)]) == 0
+    capsys.readouterr()
+    assert not (again / "segmentation.nii.gz").exists()
+    assert json.loads((again / "survival.json").read_text())["risk_score"] == report["risk_score"]
+    shifted = sitk.Image(seg)
+    shifted.SetOrigin(tuple(o + 5.0 for o in seg.GetOrigin()))
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.nii.gz"))
+    assert cli.main(["survival", "--study", str(study), "--seg", str(tmp_path / "shifted.nii.gz"), "--age", "63",
+                     "-o", str(tmp_path / "x")]) == cli.EXIT_USER_ERROR
+    assert "not on the grid" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_survival_refuses_bad_combinations_before_any_work(tmp_path, capsys):
+    from gliomasuite import cli
+
+    study = write_study(tmp_path / "study")
+    cases = [(["--table", "t.csv", "--study", str(study)], "--table"),
+             (["--study", str(study)], "age is missing"),
+             (["--study", str(study), "--age", "150"], "outside the valid range"),
+             (["--study", str(study), "--age", "60", "--model", "no-such-model"], "no-such-model"),
+             (["--seg", "s.nii.gz", "--age", "60", "--device", "cpu"], "--device is for segmenting"),
+             ([], "Nothing to score")]
+    for arguments, words in cases:
+        assert cli.main(["survival", *arguments, "-o", str(tmp_path / "out")]) == cli.EXIT_USER_ERROR, arguments
+        assert words.lower() in capsys.readouterr().err.lower(), arguments
+    assert not (tmp_path / "out").exists()

@@ -61,6 +61,12 @@ def load_model(name_or_path: Optional[str] = None):
     raise GliomaSuiteError(f"No model named {name_or_path!r} (known models: {known}) and no such weights file.")
 
 
+def required_modalities(model) -> tuple:
+    """The modalities a loaded model cannot do without, in the loader's order (T1, T1ce, T2, FLAIR)."""
+    optional = set(getattr(model, "optional_modalities", ()))
+    return tuple(m for m in ("t1", "t1ce", "t2", "flair") if m not in optional)
+
+
 def choose_device(choice: str = "auto") -> torch.device:
     """``auto`` (CUDA when PyTorch sees it, else CPU), ``cpu``, ``gpu``/``cuda`` or ``cuda:N``."""
     choice = (choice or "auto").lower()
@@ -159,9 +165,13 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
                   window: Optional[int] = None, progress: Callable[[float, str], None] = None) -> SegmentationResult:
     """Segment a loaded :class:`gliomasuite.study.Study`; the result is on its T1ce grid."""
     report = progress or (lambda f, m: None)
-    missing = [m for m in ("t1ce", "flair") if m not in study.images]
+    if model is None:
+        model, _ = load_model()
+    needed = required_modalities(model)
+    missing = [m for m in needed if m not in study.images]
     if missing:
-        raise GliomaSuiteError(f"The V-Net needs at least T1ce and FLAIR; this study has no {' or '.join(missing)}.")
+        raise GliomaSuiteError(f"This model needs {', '.join(m.upper() for m in needed)}; the study has no "
+                               f"{' or '.join(m.upper() for m in missing)}.")
     warnings = []
     images = dict(study.images)
     absent = [m for m in ("t1", "t2") if m not in images]
@@ -178,8 +188,6 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
     prepared = prepare(images)
     if not prepared.brain.any():
         raise GliomaSuiteError("The images contain no brain signal (all zero after loading); check the study.")
-    if model is None:
-        model, _ = load_model()
     torch_device = choose_device(device)
     report(0.15, f"Running the V-Net on {torch_device.type.upper()}")
     try:

@@ -279,8 +279,9 @@ def export_checkpoint(checkpoint, path) -> str:
     config = TrainConfig(**json.loads(state["config"]))
     model = build_model(config)
     model.load_state_dict(state["model"])
-    return save_weights(model, path, {"training_steps": int(state["step"]), "train_config": asdict(config)},
-                        input_downsample=config.downsample)
+    metadata = {"training_steps": int(state["step"]), "train_config": asdict(config),
+                "optional_modalities": ["t1", "t2"] if config.modality_dropout > 0 else []}
+    return save_weights(model, path, metadata, input_downsample=config.downsample)
 
 
 if __name__ == "__main__":

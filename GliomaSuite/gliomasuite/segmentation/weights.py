@@ -71,5 +71,7 @@ def load_weights(path, expected_sha256: Optional[str] = None) -> Tuple[VNet, dic
     model = VNet(**config)
     model.load_state_dict(state)
     model.input_downsample = int(header.get("input_downsample", 1))
+    # Modalities the network was trained to do without (modality dropout); absent from older files.
+    model.optional_modalities = tuple(header.get("metadata", {}).get("optional_modalities", ()))
     model.eval()
     return model, header.get("metadata", {})
