@@ -5,7 +5,12 @@ on the study's own grid is compared with the expert one (Dice, HD95 per region, 
 for empty regions; see gliomasuite.metrics). Prints a table and writes per-case and summary JSON.
 
     python tools/evaluate_segmentation.py --data $GLIOMASUITE_DATA/brats --cases A B C \
-        --model vnet-brats-v1 --out results.json [--tta] [--threads 2]
+        --model vnet-brats-v1 --out results.json [--tta] [--threads 2] [--without t1 t2] \
+        [--healthy-demo-seeds 0 1 2]
+
+``--without`` drops modalities after loading (a study that lacks them; the model must have been
+trained to cope). ``--healthy-demo-seeds`` also segments tumour-free demo brains
+(``make_demo_study(tumour=False)``) and reports the tumour volume found in each (should be ~0).
 """
 
 import argparse
@@ -33,6 +38,8 @@ def main(argv=None):
     parser.add_argument("--out")
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--without", nargs="*", default=[], choices=["t1", "t2"])
+    parser.add_argument("--healthy-demo-seeds", nargs="*", type=int, default=[])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, meta = load_model(args.model)
@@ -40,7 +47,10 @@ def main(argv=None):
     for name in args.cases:
         folder = Path(args.data) / name
         start = time.perf_counter()
-        result = segment_study(load_study(folder), model=model, device="cpu", tta=args.tta)
+        study = load_study(folder)
+        for modality in args.without:
+            del study.images[modality]
+        result = segment_study(study, model=model, device="cpu", tta=args.tta)
         timings[name] = time.perf_counter() - start
         pred = sitk.GetArrayFromImage(result.labels)
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(find_segmentation(folder))))
@@ -50,9 +60,21 @@ def main(argv=None):
     summary = summarize(results)
     print("mean Dice: " + ", ".join(f"{r} {summary[r]['dice']['mean']:.3f}" for r in summary))
     print("median HD95 (mm): " + ", ".join(f"{r} {summary[r]['hd95']['median']:.1f}" for r in summary))
+    healthy = {}
+    for seed in args.healthy_demo_seeds:
+        import tempfile
+
+        from gliomasuite.demo import make_demo_study
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = segment_study(load_study(make_demo_study(tmp, seed=seed, tumour=False)), model=model,
+                                   device="cpu", tta=args.tta)
+        healthy[f"healthy_demo_{seed}"] = {"volumes_cm3": result.volumes_cm3, "warnings": result.warnings}
+        print(f"tumour-free demo brain, seed {seed}: WT {result.volumes_cm3['WT']:.2f} cm3 found", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"cases": results, "summary": summary, "seconds": timings,
-                                              "tta": args.tta, "model": args.model}, indent=1, default=float))
+                                              "tta": args.tta, "model": args.model, "without": args.without,
+                                              "healthy_demo": healthy}, indent=1, default=float))
 
 
 if __name__ == "__main__":
