@@ -214,3 +214,16 @@ def test_fine_tuning_starts_from_given_weights_and_refuses_another_shape(tiny_ca
     other[other.index("--channels") + 1:other.index("--channels") + 6] = ["4", "8", "16", "16", "32"]
     refused = _run_training(other + ["--init-weights", str(tmp_path / "w.npz")])
     assert refused.returncode != 0 and "does not fit this network configuration" in refused.stderr
+
+
+def test_case_folds_partition_the_cases_the_same_way_whatever_their_order():
+    from gliomasuite.segmentation.config import case_folds
+
+    names = [f"case{i:02d}" for i in range(25)]
+    folds = case_folds(names, 5, seed=3)
+    assert sorted(sum(folds, [])) == names  # every case in exactly one fold
+    assert [len(f) for f in folds] == [5] * 5
+    assert case_folds(names[::-1], 5, seed=3) == folds
+    assert case_folds(names, 5, seed=4) != folds
+    with pytest.raises(ValueError, match="cannot split 25 cases into 26 folds"):
+        case_folds(names, 26)

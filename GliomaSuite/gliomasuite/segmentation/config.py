@@ -70,3 +70,15 @@ def config_from_arguments(args, cache, out, cases=None) -> TrainConfig:
                        device=args.device,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                        init_weights=args.init_weights)
+
+
+def case_folds(cases: Sequence[str], folds: int, seed: int = 0) -> List[List[str]]:
+    """Cases split into ``folds`` disjoint folds of near-equal size, the same for the same names and
+    seed whatever order they come in (case-level cross-validation: a case is never in two folds)."""
+    import random
+
+    names = sorted(set(cases))
+    if not 2 <= folds <= len(names):
+        raise ValueError(f"cannot split {len(names)} cases into {folds} folds; use 2 to {len(names)} folds")
+    random.Random(seed).shuffle(names)
+    return [sorted(names[i::folds]) for i in range(folds)]
