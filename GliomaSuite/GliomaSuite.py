@@ -1,15 +1,18 @@
 """GliomaSuite: the 3D Slicer module.
 
 Thin by design: the engine lives in the ``gliomasuite`` core package (no Slicer dependency) and the
-MRML glue in ``GliomaSuiteLib`` (the Segment tab's logic is ``GliomaSuiteLib.SegmentLogic``); this
-file holds the panel, its parameter node, the installation of dependencies on first use, and the
-self-test (Slicer's Developer Tools > Self Tests, or ctest in an extension build).
+MRML glue in ``GliomaSuiteLib`` (the Segment tab's logic is ``GliomaSuiteLib.SegmentLogic``, the
+Survival tab's ``GliomaSuiteLib.SurvivalLogic``); this file holds the panel, its parameter node, the
+installation of dependencies on first use, and the self-test (Slicer's Developer Tools > Self Tests,
+or ctest in an extension build).
 
 From Slicer's Python console::
 
     logic = slicer.util.getModuleLogic("GliomaSuite")
     outcome = logic.segment()        # volumes found by name; waits, then returns the outcome
     outcome.segmentationNode, outcome.volumesCm3
+    survival = logic.estimateSurvival(outcome.segmentationNode, age=61)
+    survival.result["median_survival"], survival.resultsTable
 """
 
 import enum
@@ -46,6 +49,7 @@ from gliomasuite.modalities import MODALITIES
 import GliomaSuiteLib
 from GliomaSuiteLib.Process import CANCELLED, DONE
 from GliomaSuiteLib.SegmentLogic import SegmentLogic, SegmentOutcome
+from GliomaSuiteLib.SurvivalLogic import SURVIVAL_LAYOUT_ID, SurvivalLogic, SurvivalOutcome
 
 #: Packages Slicer or its PyTorch extension provide: never replaced by our requirements' dependencies.
 SLICER_OWN_PACKAGES = ["numpy", "SimpleITK", "torch"]
@@ -115,7 +119,11 @@ class GliomaSuiteParameterNode:
     """The module's settings, saved with the scene.
 
     t1, t1ce, t2, flair: the Segment inputs. device, quality: how the V-Net runs.
-    segmentation: the last result, which the next run updates unless the user has edited it.
+    segmentation: the last result, which the next run updates unless the user has edited it; the
+    Survival tab measures it.
+    age: the patient's age in years for Survival; 0 means not entered (the spin box's "not
+    entered"), which Survival refuses rather than assume an age.
+    followEdits: estimate survival again after each edit of the segmentation.
     """
 
     t1: vtkMRMLScalarVolumeNode
@@ -125,13 +133,17 @@ class GliomaSuiteParameterNode:
     device: Device = Device.AUTO
     quality: Quality = Quality.FAST
     segmentation: vtkMRMLSegmentationNode
+    age: float = 0.0
+    followEdits: bool = True
 
 
 class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The module panel: the Segment section, and sections for what comes next."""
+    """The module panel: the Segment and Survival sections, and sections for what comes next."""
 
     #: How often the panel collects the background job's progress (ms).
     POLL_INTERVAL_MS = 200
+    #: Survival is estimated again this long after the last edit of a burst (brush strokes) (ms).
+    SURVIVAL_UPDATE_DELAY_MS = 800
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -140,6 +152,7 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._fillPending = False
+        self._survivalUpdate = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -152,19 +165,27 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(self.POLL_INTERVAL_MS)
         self.pollTimer.connect("timeout()", self.onPollTimer)
+        self.survivalTimer = qt.QTimer()
+        self.survivalTimer.setSingleShot(True)
+        self.survivalTimer.setInterval(self.SURVIVAL_UPDATE_DELAY_MS)
+        self.survivalTimer.connect("timeout()", self.onSurvivalTimer)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+        self.ui.estimateButton.connect("clicked(bool)", self.onEstimateButton)
+        self.ui.followEditsCheckBox.connect("toggled(bool)", self.onFollowEditsToggled)
 
         self.initializeParameterNode()
 
     def cleanup(self):
         self.pollTimer.stop()
+        self.survivalTimer.stop()
         self.removeObservers()
         if self.logic:
             self.logic.segmentLogic.cleanup()
+            self.logic.survivalLogic.cleanup()
 
     def enter(self):
         self.initializeParameterNode()
@@ -174,10 +195,13 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateSegmentButton)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
 
     def onSceneStartClose(self, caller, event):
         self.logic.segmentLogic.cleanup()  # a running job is cancelled: its inputs are going away
+        self.survivalTimer.stop()
+        self.logic.survivalLogic.cleanup()
+        self.ui.survivalStatusLabel.text = ""
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -191,12 +215,12 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, parameterNode: Optional[GliomaSuiteParameterNode]):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateSegmentButton)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateSegmentButton)
-        self._updateSegmentButton()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._updateButtons()
 
     @vtk.calldata_type(vtk.VTK_OBJECT)
     def onNodeAdded(self, caller, event, node):
@@ -216,7 +240,11 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _inputs(self) -> dict:
         return {modality: getattr(self._parameterNode, modality) for modality in MODALITIES}
 
-    def _updateSegmentButton(self, caller=None, event=None):
+    def _updateButtons(self, caller=None, event=None):
+        self._updateSegmentButton()
+        self._updateEstimateButton()
+
+    def _updateSegmentButton(self):
         running = self.logic is not None and self.logic.segmentLogic.isRunning
         self.ui.segmentButton.text = _("Cancel") if running else _("Segment")
         for widget in (self.ui.t1Selector, self.ui.t1ceSelector, self.ui.t2Selector, self.ui.flairSelector,
@@ -302,18 +330,93 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Segmentation failed (see the message).")
             slicer.util.errorDisplay(outcome.errorMessage, windowTitle=_("GliomaSuite"))
 
+    # --- Survival ------------------------------------------------------------------------------------
+
+    def _updateEstimateButton(self):
+        segmentation = self._parameterNode.segmentation if self._parameterNode else None
+        self.ui.estimateButton.enabled = segmentation is not None
+        self.ui.estimateButton.toolTip = (
+            _("Choose the tumour segmentation first (Segment makes one).") if segmentation is None else
+            _("Estimate survival from the tumour's shape and the age, and show the curves and the "
+              "self-organising map next to the 3D view."))
+
+    def onEstimateButton(self):
+        segmentation = self._parameterNode.segmentation
+        age = self._parameterNode.age or None  # 0 is the spin box's "not entered": no age is assumed
+        try:
+            with slicer.util.WaitCursor():
+                outcome = self.logic.estimateSurvival(segmentation, age, referenceVolume=self._parameterNode.t1ce)
+        except GliomaSuiteError as error:  # the user's input: said next to it, no dialog
+            self.ui.survivalStatusLabel.text = _("Not estimated: {message}").format(message=error)
+            return
+        except Exception as error:
+            logging.exception("GliomaSuite: survival estimate failed")
+            self.ui.survivalStatusLabel.text = ""
+            slicer.util.errorDisplay(_("Survival could not be estimated: {error}").format(error=error),
+                                     windowTitle=_("GliomaSuite"), detailedText=traceback.format_exc())
+            return
+        self.ui.survivalStatusLabel.text = self._survivalSummary(outcome)
+        self.survivalTimer.stop()
+        self.logic.survivalLogic.stopFollowingEdits()  # now this segmentation's estimate is on show
+        self.onFollowEditsToggled(self._parameterNode.followEdits)
+
+    def onFollowEditsToggled(self, follow: bool):
+        segmentation = self._parameterNode.segmentation if self._parameterNode else None
+        survivalLogic = self.logic.survivalLogic
+        if not follow or segmentation is None or not survivalLogic.hasEstimate(segmentation):
+            self.survivalTimer.stop()
+            survivalLogic.stopFollowingEdits()
+            return
+        survivalLogic.followEdits(segmentation, schedule=self._scheduleSurvivalUpdate,
+                                  onUpdated=self.onSurvivalUpdated, onError=self.onSurvivalUpdateFailed)
+
+    def _scheduleSurvivalUpdate(self, update):
+        self._survivalUpdate = update
+        self.survivalTimer.start()  # restarted by each edit: one estimate after the last of a burst
+
+    def onSurvivalTimer(self):
+        update, self._survivalUpdate = self._survivalUpdate, None
+        if update is None:
+            return
+        try:
+            with slicer.util.WaitCursor():
+                update()
+        except Exception as error:  # a fault of ours: stop following rather than fail on every edit
+            logging.exception("GliomaSuite: survival update after an edit failed")
+            self.logic.survivalLogic.stopFollowingEdits()
+            self.ui.survivalStatusLabel.text = _(
+                "Survival is no longer updated after edits ({error}); click Estimate survival to try again.").format(
+                error=error)
+
+    def onSurvivalUpdated(self, outcome: SurvivalOutcome):
+        self.ui.survivalStatusLabel.text = _("Updated after your edit. ") + self._survivalSummary(outcome)
+
+    def onSurvivalUpdateFailed(self, segmentationNode, message: str):
+        self.ui.survivalStatusLabel.text = _(
+            "Not updated after the last edit of '{name}': {message} The charts still show the previous "
+            "estimate.").format(name=segmentationNode.GetName(), message=message)
+
+    @staticmethod
+    def _survivalSummary(outcome: SurvivalOutcome) -> str:
+        warnings = outcome.result["warnings"]
+        return "\n".join([outcome.result["sentence"]] + ([_("Warnings: ") + " ".join(warnings)] if warnings else []) +
+                         [_("The curves, the self-organising map and the results table ('{table}') are shown "
+                            "beside the 3D view.").format(table=outcome.resultsTable.GetName())])
+
 
 class GliomaSuiteLogic(ScriptedLoadableModuleLogic):
     """Entry point for scripts that drive the module without its panel.
 
     The work is done by ``GliomaSuiteLib`` (``self.segmentLogic``: see
-    :class:`GliomaSuiteLib.SegmentLogic.SegmentLogic`) and the ``gliomasuite`` core; this class adds
+    :class:`GliomaSuiteLib.SegmentLogic.SegmentLogic`; ``self.survivalLogic``: see
+    :class:`GliomaSuiteLib.SurvivalLogic.SurvivalLogic`) and the ``gliomasuite`` core; this class adds
     the parameter node, the installation of dependencies on first use, and the application's views.
     """
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self.segmentLogic = SegmentLogic(slicer.mrmlScene, slicer.app.applicationLogic())
+        self.survivalLogic = SurvivalLogic(slicer.mrmlScene)
 
     def getParameterNode(self) -> GliomaSuiteParameterNode:
         return GliomaSuiteParameterNode(super().getParameterNode())
@@ -393,6 +496,25 @@ class GliomaSuiteLogic(ScriptedLoadableModuleLogic):
             slicer.util.setSliceViewerLayers(background=t1ceNode, fit=True)
         slicer.util.resetThreeDViews()
 
+    def estimateSurvival(self, segmentationNode, age, referenceVolume=None, show: bool = True) -> SurvivalOutcome:
+        """Estimate survival for a segmentation and an age (years); with ``show``, lay the charts out
+        next to the 3D view. ``referenceVolume`` (the T1ce) is used only for a segmentation that names
+        no reference volume. Raises :class:`GliomaSuiteError` with the reason when it cannot."""
+        if segmentationNode is None:
+            raise GliomaSuiteError(_("No tumour segmentation is selected; run Segment, or choose one."))
+        outcome = self.survivalLogic.estimate(segmentationNode, age, referenceVolume)
+        if show:
+            self.showSurvival(outcome)
+        return outcome
+
+    def showSurvival(self, outcome: SurvivalOutcome) -> None:
+        """The survival layout: 3D view, survival curves and the SOM side by side; slices and the
+        results table below."""
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None:  # no main window (batch mode)
+            return
+        self.survivalLogic.showInLayout(layoutManager.layoutLogic().GetLayoutNode(), outcome)
+
 
 def _missingRequirements(requirementsFile: Path) -> list:
     """Lines of a requirements file whose package is not installed (the version is not checked)."""
@@ -410,8 +532,8 @@ def _missingRequirements(requirementsFile: Path) -> list:
 
 
 class GliomaSuiteTest(ScriptedLoadableModuleTest):
-    """Self-test run inside Slicer: the packages import, the Segment tab works, and (where PyTorch and
-    the shipped model are installed) a real segmentation runs through Slicer's own Python."""
+    """Self-test run inside Slicer: the packages import, the Segment and Survival tabs work, and (where
+    PyTorch and the shipped model are installed) a real segmentation runs through Slicer's own Python."""
 
     #: Our packages. A ModuleNotFoundError for one of these is a packaging fault (a file missing
     #: from GliomaSuite/CMakeLists.txt); for any other name it is an optional dependency.
@@ -425,6 +547,8 @@ class GliomaSuiteTest(ScriptedLoadableModuleTest):
         self.test_PackagesImport()
         self.setUp()
         self.test_SegmentTab()
+        self.setUp()
+        self.test_SurvivalTab()
         self.setUp()
         self.test_SegmentRun()
 
@@ -496,6 +620,44 @@ class GliomaSuiteTest(ScriptedLoadableModuleTest):
         rendering = segmentLogic.showVolumeRendering(nodes["t1ce"])
         self.assertTrue(rendering.GetVisibility())
         self.delayDisplay(_("Segment tab works"))
+
+    def test_SurvivalTab(self):
+        """The panel refuses to estimate without an age, then shows the curves and SOM beside the 3D view
+        and estimates again after an edit."""
+        self.delayDisplay(_("Checking the Survival tab"))
+        slicer.util.selectModule("GliomaSuite")
+        widget = slicer.util.getModuleWidget("GliomaSuite")
+        nodes, labels = self._syntheticStudy()
+        labelImage = sitk.GetImageFromArray(labels)
+        labelImage.CopyInformation(GliomaSuiteLib.image_from_volume_node(nodes["t1ce"]))
+        segmentation = GliomaSuiteLogic().segmentLogic.loadResult(labelImage, nodes["t1ce"])
+        parameters = widget._parameterNode
+        parameters.segmentation = segmentation
+        parameters.age = 0.0  # the spin box's "not entered"
+        self.assertTrue(widget.ui.estimateButton.enabled)
+
+        widget.ui.estimateButton.click()
+        self.assertIn("age is missing", widget.ui.survivalStatusLabel.text)
+        self.assertIsNone(segmentation.GetNodeReference("GliomaSuite.survival.chart"))
+
+        parameters.age = 60.0
+        parameters.followEdits = True
+        widget.ui.estimateButton.click()
+        self.assertIn("median survival", widget.ui.survivalStatusLabel.text)
+        chart = segmentation.GetNodeReference("GliomaSuite.survival.chart")
+        self.assertEqual(chart.GetNumberOfPlotSeriesNodes(), 5)
+        self.assertEqual(slicer.app.layoutManager().layout, SURVIVAL_LAYOUT_ID)
+        self.assertTrue(widget.logic.survivalLogic.isFollowing(segmentation))
+
+        # An edit: the panel waits for the burst to end, then estimates again with the same age.
+        curve = segmentation.GetNodeReference("GliomaSuite.survival.curveTable")
+        before = slicer.util.arrayFromTableColumn(curve, "Survival").copy()
+        slicer.vtkSlicerSegmentationsModuleLogic.ClearSegment(segmentation, "ED")
+        widget.survivalTimer.stop()
+        widget.onSurvivalTimer()
+        self.assertIn("Updated after your edit", widget.ui.survivalStatusLabel.text)
+        self.assertFalse(np.array_equal(slicer.util.arrayFromTableColumn(curve, "Survival"), before))
+        self.delayDisplay(_("Survival tab works"))
 
     def test_SegmentRun(self):
         """Segment in the background with the shipped model, through PythonSlicer (plumbing only)."""

@@ -17,8 +17,9 @@ The nodes belong to the segmentation (node references), so estimating again, wit
 after an edit, updates the same nodes. A patient who cannot be scored (age missing or out of range,
 no tumour) raises :class:`GliomaSuiteError` with the reason before any node changes.
 
-Extent of resection is not asked for: the shipped model does not use it (most of its cohort has
-none recorded), and the results table says so rather than taking a value that changes nothing.
+Extent of resection is not asked for: the shipped models use age and the tumour's measurements
+only (most of the cohort has no resection recorded), and the results table says so rather than take
+a value that would change nothing.
 
 Usage::
 
@@ -74,23 +75,29 @@ SOM_COUNT_BINS = (
 )
 SOM_PATIENT, SOM_POOLED = "This patient's node", "Pooled into 'similar patients'"
 
-#: A layout with the 3D view and the two charts side by side above the three slice views. Its plot
-#: views are GliomaSuite's own (singleton tags below), so they keep showing the survival charts when
-#: another module selects a chart for the standard plot view.
+#: A layout with the 3D view and the two charts side by side above the three slice views and the
+#: results table. Its plot and table views are GliomaSuite's own (singleton tags below), so they keep
+#: showing the survival results when another module selects a chart or table for the standard views.
 SURVIVAL_LAYOUT_ID = 56001
-CURVES_VIEW_TAG, SOM_VIEW_TAG = "GliomaSuiteSurvival", "GliomaSuiteSOM"
+CURVES_VIEW_TAG, SOM_VIEW_TAG, RESULTS_VIEW_TAG = "GliomaSuiteSurvival", "GliomaSuiteSOM", "GliomaSuiteSurvivalResults"
 SURVIVAL_LAYOUT = f"""
 <layout type="vertical" split="true">
  <item splitSize="600">
   <layout type="horizontal" split="true">
    <item splitSize="400">
-    <view class="vtkMRMLViewNode" singletontag="1"><property name="viewlabel" action="default">1</property></view>
+    <view class="vtkMRMLViewNode" singletontag="1">
+     <property name="viewlabel" action="default">1</property>
+    </view>
    </item>
    <item splitSize="500">
-    <view class="vtkMRMLPlotViewNode" singletontag="{CURVES_VIEW_TAG}"><property name="viewlabel" action="default">S</property></view>
+    <view class="vtkMRMLPlotViewNode" singletontag="{CURVES_VIEW_TAG}">
+     <property name="viewlabel" action="default">S</property>
+    </view>
    </item>
    <item splitSize="350">
-    <view class="vtkMRMLPlotViewNode" singletontag="{SOM_VIEW_TAG}"><property name="viewlabel" action="default">M</property></view>
+    <view class="vtkMRMLPlotViewNode" singletontag="{SOM_VIEW_TAG}">
+     <property name="viewlabel" action="default">M</property>
+    </view>
    </item>
   </layout>
  </item>
@@ -117,14 +124,15 @@ SURVIVAL_LAYOUT = f"""
      <property name="viewcolor" action="default">#6EB04B</property>
     </view>
    </item>
+   <item>
+    <view class="vtkMRMLTableViewNode" singletontag="{RESULTS_VIEW_TAG}">
+     <property name="viewlabel" action="default">T</property>
+    </view>
+   </item>
   </layout>
  </item>
 </layout>
 """
-
-#: Model columns that would carry extent of resection, were a model to use it.
-RESECTION_COLUMNS = ("eor", "extent_of_resection", "resection")
-
 
 @dataclass
 class SurvivalOutcome:
@@ -172,17 +180,15 @@ class SurvivalLogic:
             self._models = load_models(self.model)
         return self._models
 
-    def usesExtentOfResection(self) -> bool:
-        return any(column.lower() in RESECTION_COLUMNS for model in self.models() if model for column in model.columns)
-
     def score(self, segmentationNode, age, referenceVolume=None) -> dict:
         """The core's survival result for a segmentation as it is now and an age; changes no node."""
         age = cox.check_value("age", age)
-        reference = referenceVolume or _referenceVolume(segmentationNode)
+        reference = _referenceVolume(segmentationNode) or referenceVolume
         if reference is None:
             raise GliomaSuiteError(
                 f"Segmentation '{segmentationNode.GetName()}' has no reference volume, so its tumour cannot be "
-                "measured; choose the T1ce it was drawn on, or set its reference geometry in the Segmentations module.")
+                "measured; select the T1ce it was drawn on in the Segment section, or set its reference geometry "
+                "in the Segmentations module.")
         labels = labels_from_segmentation_node(segmentationNode, reference)
         if not np.isin(labels, FEATURE_REGIONS["WT"]).any():
             raise GliomaSuiteError(
@@ -205,9 +211,10 @@ class SurvivalLogic:
     def estimate(self, segmentationNode, age, referenceVolume=None) -> SurvivalOutcome:
         """Score the segmentation with ``age`` (years) and show the result in its survival nodes.
 
-        ``referenceVolume`` is the grid to measure on (default: the segmentation's reference
-        geometry volume, the T1ce for GliomaSuite's results). Raises :class:`GliomaSuiteError`,
-        leaving every node as it was, when the patient cannot be scored.
+        The tumour is measured on the segmentation's reference geometry volume (the T1ce for
+        GliomaSuite's results), or on ``referenceVolume`` for a segmentation that names none (a
+        .seg.nrrd loaded on its own). Raises :class:`GliomaSuiteError`, leaving every node as it
+        was, when the patient cannot be scored.
         """
         result = self.score(segmentationNode, age, referenceVolume)
         self._inputs[segmentationNode.GetID()] = (result["inputs"]["age"], referenceVolume)
@@ -244,6 +251,10 @@ class SurvivalLogic:
 
     def isFollowing(self, segmentationNode) -> bool:
         return segmentationNode.GetID() in self._followed
+
+    def hasEstimate(self, segmentationNode) -> bool:
+        """Whether this logic has estimated the segmentation (so knows the age to estimate again with)."""
+        return segmentationNode.GetID() in self._inputs
 
     def updatePending(self) -> None:
         """Estimate again every followed segmentation edited since its last estimate."""
@@ -285,25 +296,29 @@ class SurvivalLogic:
     # --- layout ------------------------------------------------------------------------------------
 
     def showInLayout(self, layoutNode, outcome: SurvivalOutcome):
-        """Switch to the survival layout (3D view, curves, SOM; slices below) showing ``outcome``.
+        """Switch to the survival layout showing ``outcome``: 3D view, curves and SOM side by side,
+        the slice views and the results table below.
 
-        Returns the two plot view nodes (curves, SOM). The layout logic (Slicer's, or one set up on
-        the scene) makes the view nodes when the layout is chosen.
+        Returns the view nodes (curves, SOM, results table). The layout logic (Slicer's, or one set
+        up on the scene) makes them when the layout is chosen.
         """
         if not layoutNode.IsLayoutDescription(SURVIVAL_LAYOUT_ID):
             layoutNode.AddLayoutDescription(SURVIVAL_LAYOUT_ID, SURVIVAL_LAYOUT)
         layoutNode.SetViewArrangement(SURVIVAL_LAYOUT_ID)
-        views = []
-        for tag, chart in ((CURVES_VIEW_TAG, outcome.chartNode), (SOM_VIEW_TAG, outcome.somChartNode)):
-            view = self.scene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
-            if view is None:
-                raise GliomaSuiteError(
-                    "The survival layout has no plot views (the scene has no layout logic to make them); "
-                    "choose a layout with a plot view from the View menu to see the charts.")
+        views = [self.scene.GetSingletonNode(tag, className) for tag, className in (
+            (CURVES_VIEW_TAG, "vtkMRMLPlotViewNode"), (SOM_VIEW_TAG, "vtkMRMLPlotViewNode"),
+            (RESULTS_VIEW_TAG, "vtkMRMLTableViewNode"))]
+        if None in views:
+            raise GliomaSuiteError(
+                "The survival layout's views were not made (the scene has no layout logic); open the "
+                "survival charts and table from the Plots and Tables modules instead.")
+        curves, som, results = views
+        for view, chart in ((curves, outcome.chartNode), (som, outcome.somChartNode)):
             view.SetDoPropagatePlotChartSelection(False)
             view.SetPlotChartNodeID(chart.GetID())
-            views.append(view)
-        return tuple(views)
+        results.SetDoPropagateTableSelection(False)
+        results.SetTableNodeID(outcome.resultsTable.GetID())
+        return curves, som, results
 
     # --- nodes -------------------------------------------------------------------------------------
 
@@ -357,19 +372,19 @@ class SurvivalLogic:
         _fillTextTable(tables["resultsTable"], self._resultRows(result))
 
         chart = node("chart", "vtkMRMLPlotChartNode", "survival chart")
+        dash = slicer.vtkMRMLPlotSeriesNode.LineStyleDash
         series = [
             self._series(segmentationNode, "patient", "This patient (Cox model)", tables["curveTable"], MONTHS,
                          SURVIVAL, PATIENT_COLOUR, width=3.0),
             self._series(segmentationNode, "bandLower", "95% band (approximate), lower", tables["curveTable"],
-                         MONTHS, LOWER, PATIENT_COLOUR, lineStyle=slicer.vtkMRMLPlotSeriesNode.LineStyleDash, width=1.0),
+                         MONTHS, LOWER, PATIENT_COLOUR, lineStyle=dash, width=1.0),
             self._series(segmentationNode, "bandUpper", "95% band (approximate), upper", tables["curveTable"],
-                         MONTHS, UPPER, PATIENT_COLOUR, lineStyle=slicer.vtkMRMLPlotSeriesNode.LineStyleDash, width=1.0),
+                         MONTHS, UPPER, PATIENT_COLOUR, lineStyle=dash, width=1.0),
             self._series(segmentationNode, "cohort", f"Cohort, Kaplan-Meier (n={cohort['n']})",
                          tables["cohortTable"], MONTHS, SURVIVAL, COHORT_COLOUR),
             self._series(segmentationNode, "similar",
                          f"Similar patients, SOM node {row + 1},{col + 1} and neighbours (n={hood['n']})",
-                         tables["similarTable"], MONTHS, SURVIVAL, SIMILAR_COLOUR,
-                         lineStyle=slicer.vtkMRMLPlotSeriesNode.LineStyleDash),
+                         tables["similarTable"], MONTHS, SURVIVAL, SIMILAR_COLOUR, lineStyle=dash),
         ]
         lastMonth = max(days[-1] / MONTH_DAYS, 24.0)
         _setChart(chart, series, f"Survival estimate: {result['model']['variant']} model, "
@@ -439,13 +454,16 @@ class SurvivalLogic:
             ("Column", (c + 1).astype(np.float64), "", "SOM column (1 = first)"),
             ("Patients", n.astype(np.float64), "", "Cohort patients whose best-matching node this is"),
             ("Deaths", events, "", "Deaths among them during follow-up"),
-            ("Median survival", medians, "months", "Kaplan-Meier median of the node's patients (NaN: not reached or empty)"),
+            ("Median survival", medians, "months",
+             "Kaplan-Meier median of the node's patients (NaN: not reached, or no patients)"),
         ]
         for label, fewest, most, _, _ in SOM_COUNT_BINS:
-            columns.append((label, where((n >= fewest) & (n <= most)), "", f"Row of nodes with {label.lower()} (chart)"))
+            columns.append((label, where((n >= fewest) & (n <= most)), "",
+                            f"Row of the nodes with {label.lower()} (drawn by the chart)"))
         columns.append((SOM_PATIENT, where((r == patientRow) & (c == patientCol)), "",
-                        "Row of the patient's best-matching node (chart)"))
-        columns.append((SOM_POOLED, where(pooled), "", "Row of the nodes pooled into the similar patients' curve (chart)"))
+                        "Row of the patient's best-matching node (drawn by the chart)"))
+        columns.append((SOM_POOLED, where(pooled), "",
+                        "Row of the nodes pooled into the similar patients' curve (drawn by the chart)"))
         _fillTable(table, columns)
 
     def _modelOf(self, result: dict):
@@ -476,8 +494,6 @@ class SurvivalLogic:
             rows.append((f"Alive at {months} months",
                          "not estimable (beyond the cohort's follow-up)" if p is None else
                          f"{100 * p['p']:.0f}% (95% CI {100 * p['lower']:.0f}-{100 * p['upper']:.0f}%)"))
-        resection = ("an input of this model" if self.usesExtentOfResection() else
-                     "not an input of this model (it uses age and the tumour's measurements only)")
         rows += [
             ("BraTS survival class", result["brats_class"]),
             ("Risk group", f"{result['risk_group']} (hazard {result['hazard_ratio_vs_cohort_average']:.2f} times the "
@@ -485,7 +501,7 @@ class SurvivalLogic:
             ("Similar patients (SOM)", similar),
             ("Model", f"{result['model']['name']}, {result['model']['variant']} model "
                       f"({result['model']['why']}); cross-validated C-index {result['model']['cv_cindex']:.2f}"),
-            ("Extent of resection", resection),
+            ("Extent of resection", "not an input of this model (it uses age and the tumour's measurements only)"),
             ("Warnings", " ".join(result["warnings"]) or "none"),
             ("Summary", result["sentence"]),
         ]

@@ -11,7 +11,7 @@ VTK chart the way Slicer's plot view (qMRMLPlotView, which needs Qt) does. Set G
 to a folder to keep the PNGs there.
 """
 
-import math
+import ast
 import os
 import shutil
 import xml.etree.ElementTree as ElementTree
@@ -28,12 +28,16 @@ from vtkmodules.vtkRenderingContext2D import vtkPen
 from vtkmodules.vtkViewsContext2D import vtkContextView
 
 from gliomasuite.errors import GliomaSuiteError
-from gliomasuite.labels import ED, ET, NCR
+from gliomasuite.labels import ED
 from gliomasuite.survival.features import label_map_features
 from gliomasuite.survival.score import MONTH_DAYS, load_models, score_features, score_label_map
 from GliomaSuiteLib import image_from_volume_node, labels_from_segmentation_node, segmentation_node_from_labels
 from GliomaSuiteLib.SurvivalLogic import (
+    COHORT_COLOUR,
     CURVES_VIEW_TAG,
+    PATIENT_COLOUR,
+    RESULTS_VIEW_TAG,
+    SIMILAR_COLOUR,
     SOM_PATIENT,
     SOM_POOLED,
     SOM_VIEW_TAG,
@@ -50,10 +54,13 @@ T1CE_FILE = CASE_DIR / f"{CASE}_t1ce.nii.gz"
 TRUTH_FILE = CASE_DIR / f"{CASE}_seg.nii.gz"
 AGE = 60.0
 
-needs_case = pytest.mark.skipif(
-    not (T1CE_FILE.is_file() and TRUTH_FILE.is_file()),
-    reason=f"needs the BraTS case {CASE} in {CASE_DIR} (set GLIOMASUITE_DATA)")
-pytestmark = [pytest.mark.realdata, needs_case]
+
+def needs_case(test):
+    """Marks a test that needs the real case (skipped, with the reason, where it is absent)."""
+    skip = pytest.mark.skipif(not (T1CE_FILE.is_file() and TRUTH_FILE.is_file()),
+                              reason=f"needs the BraTS case {CASE} in {CASE_DIR} (set GLIOMASUITE_DATA)")
+    return pytest.mark.realdata(skip(test))
+
 
 NODE_CLASSES = ("vtkMRMLTableNode", "vtkMRMLPlotSeriesNode", "vtkMRMLPlotChartNode")
 
@@ -109,7 +116,8 @@ def snapshot(scene) -> dict:
                 content = [[table.GetValue(r, c).ToString() for c in range(table.GetNumberOfColumns())]
                            for r in range(table.GetNumberOfRows())]
             elif class_name == "vtkMRMLPlotChartNode":
-                content = [node.GetTitle(), [node.GetNthPlotSeriesNodeID(i) for i in range(node.GetNumberOfPlotSeriesNodes())]]
+                content = [node.GetTitle(),
+                           [node.GetNthPlotSeriesNodeID(i) for i in range(node.GetNumberOfPlotSeriesNodes())]]
             else:
                 content = [node.GetName(), node.GetTableNodeID(), node.GetXColumnName(), node.GetYColumnName()]
             state[node.GetID()] = (node.GetMTime(), content)
@@ -165,8 +173,10 @@ class OffscreenPlotView:
         self.chart.SetTitle(chart_node.GetTitle())
         self.chart.SetShowLegend(chart_node.GetLegendVisibility())
         for axis_id, title, auto, get_range in (
-                (vtk.vtkAxis.BOTTOM, chart_node.GetXAxisTitle(), chart_node.GetXAxisRangeAuto(), chart_node.GetXAxisRange),
-                (vtk.vtkAxis.LEFT, chart_node.GetYAxisTitle(), chart_node.GetYAxisRangeAuto(), chart_node.GetYAxisRange)):
+                (vtk.vtkAxis.BOTTOM, chart_node.GetXAxisTitle(), chart_node.GetXAxisRangeAuto(),
+                 chart_node.GetXAxisRange),
+                (vtk.vtkAxis.LEFT, chart_node.GetYAxisTitle(), chart_node.GetYAxisRangeAuto(),
+                 chart_node.GetYAxisRange)):
             axis = self.chart.GetAxis(axis_id)
             axis.SetTitle(title)
             axis.SetGridVisible(chart_node.GetGridVisibility())
@@ -211,6 +221,7 @@ def colour_pixels(rgb, colour, tolerance=40) -> int:
 
 # --------------------------------------------------------------------------------------------------
 
+@needs_case
 def test_estimate_shows_the_core_result_as_curves_som_and_results(mrml, case, core_result):
     t1ce, segmentation = case
     outcome = SurvivalLogic(mrml.scene).estimate(segmentation, AGE)
@@ -252,7 +263,8 @@ def test_estimate_shows_the_core_result_as_curves_som_and_results(mrml, case, co
         "95% band (approximate), lower": (outcome.curveTable, "Lower 95%"),
         "95% band (approximate), upper": (outcome.curveTable, "Upper 95%"),
         "Cohort, Kaplan-Meier (n=236)": (outcome.cohortTable, "Survival"),
-        f"Similar patients, SOM node {row + 1},{col + 1} and neighbours (n={hood_n})": (outcome.similarTable, "Survival"),
+        f"Similar patients, SOM node {row + 1},{col + 1} and neighbours (n={hood_n})":
+            (outcome.similarTable, "Survival"),
     }
     assert list(series) == list(expected)
     for name, (table, y_column) in expected.items():
@@ -290,6 +302,7 @@ def test_estimate_shows_the_core_result_as_curves_som_and_results(mrml, case, co
     assert text["Age"] == "60 years"
 
 
+@needs_case
 def test_charts_render_offscreen(mrml, case, plot_view, tmp_path):
     _, segmentation = case
     outcome = SurvivalLogic(mrml.scene).estimate(segmentation, AGE)
@@ -301,8 +314,6 @@ def test_charts_render_offscreen(mrml, case, plot_view, tmp_path):
     for png in ("survival_tab_curves.png", "survival_tab_som.png"):
         keep_screenshot(tmp_path / png)
 
-    from GliomaSuiteLib.SurvivalLogic import COHORT_COLOUR, PATIENT_COLOUR, SIMILAR_COLOUR
-
     assert colour_pixels(curves, PATIENT_COLOUR) > 500, "the patient's curve hardly shows"
     assert colour_pixels(curves, SIMILAR_COLOUR) > 200, "the similar patients' curve hardly shows"
     assert colour_pixels(curves, COHORT_COLOUR) > 200, "the cohort curve hardly shows"
@@ -310,10 +321,13 @@ def test_charts_render_offscreen(mrml, case, plot_view, tmp_path):
     assert colour_pixels(som, SIMILAR_COLOUR) > 20, "the pooled nodes are not marked"
 
 
+@needs_case
 def test_estimating_again_updates_the_same_nodes(mrml, case):
     _, segmentation = case
     logic = SurvivalLogic(mrml.scene)
+    assert not logic.hasEstimate(segmentation)
     first = logic.estimate(segmentation, AGE)
+    assert logic.hasEstimate(segmentation)
     nodes = {key: node.GetID() for key, node in logic.survivalNodes(segmentation).items()}
     counts = {name: mrml.scene.GetNumberOfNodesByClass(name) for name in NODE_CLASSES}
     first_curve = column(first.curveTable, "Survival")
@@ -329,6 +343,7 @@ def test_estimating_again_updates_the_same_nodes(mrml, case):
     assert text_rows(older.resultsTable)["Age"] == "75 years"
 
 
+@needs_case
 def test_edits_re_estimate_with_the_same_age(mrml, case):
     t1ce, segmentation = case
     logic = SurvivalLogic(mrml.scene)
@@ -375,6 +390,7 @@ def test_edits_re_estimate_with_the_same_age(mrml, case):
     assert len(updates) == count
 
 
+@needs_case
 @pytest.mark.parametrize("age, message", [
     (None, "age is missing"),
     ("", "age is missing"),
@@ -394,6 +410,7 @@ def test_a_missing_or_impossible_age_is_refused_and_changes_nothing(mrml, case, 
     assert snapshot(mrml.scene) == before
 
 
+@needs_case
 def test_a_segmentation_without_tumour_is_refused_and_changes_nothing(mrml, case):
     t1ce, segmentation = case
     logic = SurvivalLogic(mrml.scene)
@@ -419,6 +436,7 @@ def test_a_segmentation_without_tumour_is_refused_and_changes_nothing(mrml, case
     assert snapshot(mrml.scene) == before
 
 
+@needs_case
 def test_survival_layout_puts_the_charts_next_to_the_3d_view(mrml, case):
     _, segmentation = case
     layout_logic = slicer.vtkMRMLLayoutLogic()  # Slicer's layout manager runs one on the scene
@@ -427,19 +445,49 @@ def test_survival_layout_puts_the_charts_next_to_the_3d_view(mrml, case):
     logic = SurvivalLogic(mrml.scene)
     outcome = logic.estimate(segmentation, AGE)
 
-    curves_view, som_view = logic.showInLayout(layout_node, outcome)
+    curves_view, som_view, results_view = logic.showInLayout(layout_node, outcome)
 
     assert layout_node.GetViewArrangement() == SURVIVAL_LAYOUT_ID
     assert curves_view.GetPlotChartNodeID() == outcome.chartNode.GetID()
     assert som_view.GetPlotChartNodeID() == outcome.somChartNode.GetID()
-    assert not curves_view.GetDoPropagatePlotChartSelection()
-    top_row = ElementTree.fromstring(layout_node.GetCurrentLayoutDescription()).find("item/layout")
+    assert results_view.GetTableNodeID() == outcome.resultsTable.GetID()
+    assert not curves_view.GetDoPropagatePlotChartSelection() and not results_view.GetDoPropagateTableSelection()
+    top_row, bottom_row = ElementTree.fromstring(layout_node.GetCurrentLayoutDescription()).findall("item/layout")
     views = [(view.get("class"), view.get("singletontag")) for view in top_row.iter("view")]
     assert views == [("vtkMRMLViewNode", "1"), ("vtkMRMLPlotViewNode", CURVES_VIEW_TAG),
                      ("vtkMRMLPlotViewNode", SOM_VIEW_TAG)]
+    bottom_views = [view.get("singletontag") for view in bottom_row.iter("view")]
+    assert bottom_views == ["Red", "Yellow", "Green", RESULTS_VIEW_TAG]
     assert mrml.scene.GetSingletonNode("1", "vtkMRMLViewNode") is not None
+    assert mrml.scene.GetSingletonNode("Red", "vtkMRMLSliceNode") is not None
 
     # Showing it again (a new estimate) reuses the layout and its views.
-    plot_views = mrml.scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode")
-    assert logic.showInLayout(layout_node, logic.estimate(segmentation, 70)) == (curves_view, som_view)
-    assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode") == plot_views
+    view_nodes = mrml.scene.GetNumberOfNodesByClass("vtkMRMLAbstractViewNode")
+    assert logic.showInLayout(layout_node, logic.estimate(segmentation, 70)) == (curves_view, som_view, results_view)
+    assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLAbstractViewNode") == view_nodes
+
+
+def test_the_panel_binds_the_survival_inputs_to_parameters_that_exist():
+    """The Survival section's widgets name parameters of the module's parameter node (GliomaSuite.py
+    needs Qt, so it is read, not imported)."""
+    module_dir = Path(__file__).resolve().parents[2] / "GliomaSuite"
+    tree = ast.parse((module_dir / "GliomaSuite.py").read_text())
+    parameter_class = next(node for node in tree.body
+                           if isinstance(node, ast.ClassDef) and node.name == "GliomaSuiteParameterNode")
+    parameters = {node.target.id: node for node in parameter_class.body if isinstance(node, ast.AnnAssign)}
+    ui = ElementTree.parse(module_dir / "Resources" / "UI" / "GliomaSuite.ui")
+    survival = next(w for w in ui.iter("widget") if w.get("name") == "survivalCollapsibleButton")
+    bound = {}
+    for widget in survival.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[widget.get("name")] = prop.find("string").text
+    assert bound == {"survivalSegmentationSelector": "segmentation", "ageSpinBox": "age",
+                     "followEditsCheckBox": "followEdits"}
+    assert set(bound.values()) <= set(parameters)
+    # No age is assumed: the default is the spin box's minimum, shown as "not entered".
+    assert ast.literal_eval(parameters["age"].value) == 0.0
+    age_box = next(w for w in survival.iter("widget") if w.get("name") == "ageSpinBox")
+    properties = {p.get("name"): p for p in age_box.findall("property")}
+    assert float(properties["minimum"].find("double").text) == 0.0
+    assert properties["specialValueText"].find("string").text == "not entered"
