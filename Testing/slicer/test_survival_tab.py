@@ -308,10 +308,10 @@ def test_charts_render_offscreen(mrml, case, plot_view, tmp_path):
     outcome = SurvivalLogic(mrml.scene).estimate(segmentation, AGE)
 
     plot_view.show(outcome.chartNode)
-    curves = plot_view.capture(tmp_path / "survival_tab_curves.png")
+    curves = plot_view.capture(tmp_path / "survival-tab-curves.png")
     plot_view.show(outcome.somChartNode)
-    som = plot_view.capture(tmp_path / "survival_tab_som.png")
-    for png in ("survival_tab_curves.png", "survival_tab_som.png"):
+    som = plot_view.capture(tmp_path / "survival-tab-som.png")
+    for png in ("survival-tab-curves.png", "survival-tab-som.png"):
         keep_screenshot(tmp_path / png)
 
     assert colour_pixels(curves, PATIENT_COLOUR) > 500, "the patient's curve hardly shows"
