@@ -143,10 +143,28 @@ def cmd_train_segmentation(args, progress: Progress) -> dict:
     unknown = validation - set(cases)
     if unknown:
         raise GliomaSuiteError(f"Validation case(s) {', '.join(sorted(unknown))} are not in {args.data}.")
+    if args.folds:
+        from .segmentation.config import case_folds
+
+        if validation:
+            raise GliomaSuiteError("Give either --validation NAMES or --folds K --fold I, not both.")
+        if args.fold is None or not 0 <= args.fold < args.folds:
+            raise GliomaSuiteError(f"With --folds {args.folds}, say which fold to hold out: --fold 0 to {args.folds - 1}.")
+        try:
+            validation = set(case_folds(cases, args.folds, seed=args.seed)[args.fold])
+        except ValueError as exc:
+            raise GliomaSuiteError(f"The {len(cases)} cases in {args.data} {exc}.") from exc
+    elif args.fold is not None:
+        raise GliomaSuiteError("--fold needs --folds K (the number of cross-validation folds).")
     config = config_from_arguments(args, cache, args.out, [c for c in cases if c not in validation])
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "split.json").write_text(json.dumps(
+        {"training": config.cases, "validation": sorted(validation), "folds": args.folds, "fold": args.fold,
+         "seed": args.seed}, indent=1))
     out = train(config, resume=args.resume, report=progress.update)
     sha = export_checkpoint(out / "checkpoint.pt", out / "vnet.npz")
-    return {"weights": str(out / "vnet.npz"), "sha256": sha, "training_cases": len(config.cases)}
+    return {"weights": str(out / "vnet.npz"), "sha256": sha, "training_cases": len(config.cases),
+            "validation_cases": sorted(validation)}
 
 
 def cmd_fit_survival(args, progress: Progress) -> dict:
@@ -307,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the cache, checkpoints, log and weights")
     p.add_argument("--cache", help="where to keep the preprocessed cases (default OUT/cache)")
     p.add_argument("--validation", nargs="*", help="case names held out of training")
+    p.add_argument("--folds", type=int, help="case-level cross-validation: split the cases into K folds ...")
+    p.add_argument("--fold", type=int, help="... and hold out fold I (0-based); OUT/split.json lists both sets")
     from .segmentation.config import add_training_arguments
 
     add_training_arguments(p)

@@ -239,3 +239,28 @@ def test_survival_refuses_bad_combinations_before_any_work(tmp_path, capsys):
         assert cli.main(["survival", *arguments, "-o", str(tmp_path / "out")]) == cli.EXIT_USER_ERROR, arguments
         assert words.lower() in capsys.readouterr().err.lower(), arguments
     assert not (tmp_path / "out").exists()
+
+
+def test_train_segmentation_holds_out_one_cross_validation_fold_and_exports_weights(tmp_path):
+    from gliomasuite.demo import make_demo_study
+    from gliomasuite.segmentation.config import case_folds
+    from gliomasuite.segmentation.weights import load_weights
+
+    names = ["Case_a", "Case_b", "Case_c"]
+    for seed, name in enumerate(names):
+        make_demo_study(tmp_path / "data" / name, seed=seed + 20)
+    out = tmp_path / "run"
+    tiny = ["--iterations", "2", "--patch", "32", "32", "32", "--channels", "4", "8", "8", "16", "16",
+            "--threads", "1", "--device", "cpu"]
+    result = run_cli("train-segmentation", "--data", tmp_path / "data", "--out", out, "--folds", "3", "--fold", "1",
+                     *tiny)
+    assert result.returncode == 0, result.stderr
+    split = json.loads((out / "split.json").read_text())
+    assert split["validation"] == case_folds(names, 3)[1]
+    assert sorted(split["training"] + split["validation"]) == names
+    model, meta = load_weights(out / "vnet.npz")
+    assert meta["training_steps"] == 2 and meta["train_config"]["cases"] == split["training"]
+
+    refused = run_cli("train-segmentation", "--data", tmp_path / "data", "--out", tmp_path / "x", "--folds", "3",
+                      *tiny)
+    assert_one_sentence_error(refused, "--fold 0 to 2")
