@@ -48,8 +48,9 @@ class PreparedStudy:
 
 
 def to_canonical(image: sitk.Image, interpolator=sitk.sitkLinear) -> sitk.Image:
-    """Reorient to LPS and resample to 1 mm; a no-op copy when the image is already both."""
-    oriented = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+    """Reorient to LPS and resample to 1 mm; ``image`` itself when it is already both (BraTS data is)."""
+    direction = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+    oriented = image if direction == CANONICAL_ORIENTATION else sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
     spacing = np.array(oriented.GetSpacing())
     if np.allclose(spacing, TARGET_SPACING, rtol=1e-3):
         return oriented
@@ -94,8 +95,10 @@ def zscore_brain(array: np.ndarray, brain: np.ndarray) -> np.ndarray:
 def prepare(images: Dict[str, sitk.Image], modalities: Sequence[str] = MODALITIES) -> PreparedStudy:
     """Bring a study (modality -> image, all on the T1ce grid) into the networks' space."""
     reference = images["t1ce"]
-    canonical = [to_canonical(sitk.Cast(images[m], sitk.sitkFloat32)) for m in modalities]
-    stacked = np.stack([sitk.GetArrayFromImage(c) for c in canonical]).astype(np.float32)
+    # No copy beyond the one np.stack makes (a BraTS study, float32 LPS 1 mm already, is 140 MB).
+    canonical = [to_canonical(images[m] if images[m].GetPixelID() == sitk.sitkFloat32
+                              else sitk.Cast(images[m], sitk.sitkFloat32)) for m in modalities]
+    stacked = np.stack([sitk.GetArrayViewFromImage(c) for c in canonical])
     # Skull-stripped input: the brain is where any modality has signal.
     brain_full = np.any(stacked > 0, axis=0)
     crop = brain_bounding_box(brain_full)

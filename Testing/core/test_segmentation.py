@@ -14,7 +14,7 @@ import torch
 from gliomasuite import labels as L
 from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.preprocess import label_to_prepared, prepare, restore_labels, restore_probabilities
-from gliomasuite.segmentation.inference import postprocess, predict_probabilities
+from gliomasuite.segmentation.inference import network_for, postprocess, predict_probabilities
 from gliomasuite.segmentation.vnet import VNet
 from gliomasuite.segmentation.weights import load_weights, save_weights, sha256
 
@@ -137,6 +137,60 @@ def test_predict_probabilities_handles_downsampled_networks_and_odd_shapes():
     probs = predict_probabilities(net, array, torch.device("cpu"), tta=True)
     assert probs.shape == (3, 37, 29, 33)
     assert np.all((probs >= 0) & (probs <= 1))
+
+
+def _random_vnet(**config):
+    """A V-Net with non-trivial norm scales, shifts and PReLU slopes (fresh ones are 1, 0 and 0.25)."""
+    torch.manual_seed(0)
+    net = VNet(**config).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.InstanceNorm3d):
+                m.weight.normal_(1, 0.3)
+                m.bias.normal_(0, 0.3)
+            elif isinstance(m, torch.nn.PReLU):
+                m.weight.uniform_(-0.5, 0.5)
+    return net
+
+
+@pytest.mark.parametrize("config", [SMALL, dict(channels=(4, 8, 16), encoder_convs=(2, 1, 3), decoder_convs=(2, 1),
+                                                deep_supervision=False)])
+def test_onnx_runtime_twin_computes_the_vnet_forward_pass(config):
+    pytest.importorskip("onnxruntime")
+    from gliomasuite.segmentation.onnx_runner import OnnxVNet
+
+    net = _random_vnet(**config)
+    x = torch.randn(2, 4, 32, 16, 48)
+    with torch.no_grad():
+        expected = net(x)
+    twin = OnnxVNet(net, threads=1)
+    assert twin.divisor == net.divisor
+    assert torch.allclose(twin(x), expected, atol=1e-4)
+
+
+def test_engine_choice_and_fallbacks_to_pytorch(monkeypatch):
+    from gliomasuite.segmentation.onnx_runner import onnxruntime_available
+
+    net = _random_vnet(**SMALL)
+    net.input_downsample = 2
+    cpu = torch.device("cpu")
+    assert network_for(net, cpu, "torch")[:2] == (net, "torch")
+    with pytest.raises(GliomaSuiteError, match="Unknown engine"):
+        network_for(net, cpu, "tensorrt")
+    array = np.random.default_rng(1).normal(size=(4, 37, 29, 33)).astype(np.float32)
+    expected = predict_probabilities(net, array, cpu, tta=True)
+    if onnxruntime_available():
+        network, engine, problem = network_for(net, cpu, "auto")
+        assert engine == "onnxruntime" and problem is None
+        assert np.allclose(predict_probabilities(network, array, cpu, tta=True), expected, atol=1e-5)
+        # A network the ONNX graph cannot express runs on PyTorch, and the user is told why.
+        net.heads[0] = torch.nn.Sequential(net.heads[0], torch.nn.Tanh())
+        network, engine, problem = network_for(net, cpu, "auto")
+        assert (network, engine) == (net, "torch") and "Tanh" in problem
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    assert network_for(net, cpu, "auto") == (net, "torch", None)
+    with pytest.raises(GliomaSuiteError, match="pip install 'gliomasuite\\[onnx\\]'"):
+        network_for(net, cpu, "onnxruntime")
 
 
 @pytest.fixture(scope="module")
