@@ -66,16 +66,30 @@ def segment_arguments_study(args, progress_update: Callable[[float, str], None],
 
     The one path from command-line arguments to a label map, for ``segment`` and ``survival --study``.
     """
-    from .segmentation.inference import load_model, required_modalities, segment_study
+    from .segmentation.inference import default_model_for, load_model, required_modalities, segment_study
     from .study import load_study
 
-    model, _ = load_model(model_name)
     progress_update(0.0, "Loading the study")
-    study = load_study(_study_source(args), required=required_modalities(model), log=note)
+    if model_name:
+        model, _ = load_model(model_name)
+        study = load_study(_study_source(args), required=required_modalities(model), log=note)
+    else:
+        # The shipped default needs all four; a study without T1 or T2 gets the model trained without them.
+        study = load_study(_study_source(args), required=("t1ce", "flair"), log=note)
+        model_name = default_model_for(study.images)
+        model, _ = load_model(model_name)
+        missing = [m.upper() for m in ("t1", "t2") if m not in study.images]
+        if missing and required_modalities(model) != ("t1ce", "flair"):
+            raise GliomaSuiteError(f"The study has no {' or '.join(missing)}, and no installed model can do without it; "
+                             "add the missing image(s).")
+        if missing:
+            note(f"No {' or '.join(missing)}: segmenting with {model_name}, the model trained without them "
+                 "(less accurate than the default; see its model card).")
     result = segment_study(study, model=model, device=args.device, tta=args.tta, probabilities=probabilities,
                            window=args.window, progress=progress_update)
     for warning in result.warnings:
         note(warning)
+    result.model = str(model_name)
     return study, result
 
 
@@ -89,7 +103,7 @@ def cmd_segment(args, progress: Progress) -> dict:
     write_image_atomically(result.labels, output)
     if result.probabilities is not None:
         write_image_atomically(result.probabilities, Path(args.probabilities))
-    summary = {"output": str(output), "device": result.device,
+    summary = {"output": str(output), "device": result.device, "model": result.model,
                "volumes_cm3": {k: round(v, 3) for k, v in result.volumes_cm3.items()},
                "warnings": result.warnings}
     if args.probabilities:

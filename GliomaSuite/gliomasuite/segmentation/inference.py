@@ -27,6 +27,8 @@ from .weights import load_weights
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "models"
 REGISTRY = MODELS_DIR / "models.json"
 DEFAULT_MODEL = "vnet-brats-v1"
+#: Chosen instead of the default for a study without T1 or T2 (trained with those modalities dropped).
+REDUCED_MODEL = "vnet-brats-reduced-v1"
 
 #: Enhancing islands smaller than this (voxels, i.e. mm^3) whose mean ET probability is below
 #: ``ET_ISLAND_CONFIDENCE`` are relabelled necrosis (the Res-UNet seed's post-processing).
@@ -51,6 +53,7 @@ class SegmentationResult:
     warnings: List[str] = field(default_factory=list)
     device: str = "cpu"
     engine: str = "torch"                  # what ran the network: "torch" or "onnxruntime"
+    model: str = ""                        # registered name or weights file, where the caller knows it
 
 
 def registry() -> dict:
@@ -69,6 +72,15 @@ def load_model(name_or_path: Optional[str] = None):
         return load_weights(path)
     known = ", ".join(sorted(models)) or "none installed"
     raise GliomaSuiteError(f"No model named {name_or_path!r} (known models: {known}) and no such weights file.")
+
+
+def default_model_for(modalities) -> str:
+    """The shipped model for a study with these modalities: the default one when all four are there,
+    else the one trained to do without T1 and T2 (if it is installed)."""
+    if {"t1", "t1ce", "t2", "flair"} <= set(modalities):
+        return DEFAULT_MODEL
+    models = registry()["models"] if REGISTRY.exists() else {}
+    return REDUCED_MODEL if REDUCED_MODEL in models else DEFAULT_MODEL
 
 
 def required_modalities(model) -> tuple:
