@@ -371,6 +371,22 @@ def test_a_missing_modality_is_reported_in_plain_words(mrml, case_volumes, weigh
     assert not output.exists()
 
 
+@needs_case
+def test_without_t1_and_t2_the_tab_segments_with_the_model_trained_without_them(mrml, case_volumes, tmp_path):
+    from gliomasuite.segmentation.inference import REDUCED_MODEL
+
+    logic = SegmentLogic(mrml.scene, mrml.app_logic)  # shipped models, as a user gets them
+    inputs = dict(logic.inputsFromNodeNames(), t1=None, t2=None)
+    logic.startSegmentation(inputs, device="cpu", workFolder=tmp_path / "work")
+    outcome = logic.waitForCompletion(timeout=RUN_TIMEOUT_S)
+
+    assert outcome.state == DONE, outcome.errorMessage
+    assert any(REDUCED_MODEL in note for note in outcome.notes), outcome.notes
+    assert sorted(p.name for p in (tmp_path / "work").glob("*.nrrd")) == ["flair.nrrd", "labels.nrrd", "t1ce.nrrd"]
+    labels = labels_from_segmentation_node(outcome.segmentationNode, case_volumes["t1ce"])
+    assert (labels > 0).sum() > 10000  # a tumour of several cm3, not an empty map
+
+
 def test_a_process_that_dies_without_a_word_still_gets_an_explanation():
     errors = []
     process = BackgroundProcess(["segment"], onError=errors.append).start()  # no output named: argparse exits
