@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional
 
 from . import __version__
 from .errors import CancelledError, GliomaSuiteError
+from .modalities import MODALITIES
 from .progress import Progress
 
 EXIT_USER_ERROR = 2
@@ -26,7 +27,7 @@ EXIT_CANCELLED = 130
 
 def _study_source(args) -> object:
     """A folder, a list of files, or explicit ``--t1 ... --flair`` files (modality -> path)."""
-    explicit = {m: getattr(args, m) for m in ("t1", "t1ce", "t2", "flair") if getattr(args, m, None)}
+    explicit = {m: getattr(args, m) for m in MODALITIES if getattr(args, m, None)}
     if explicit and args.study:
         raise GliomaSuiteError("Give either a study folder/files or --t1/--t1ce/--t2/--flair, not both.")
     if explicit:
@@ -74,22 +75,14 @@ def segment_arguments_study(args, progress_update: Callable[[float, str], None],
         model, _ = load_model(model_name)
         study = load_study(_study_source(args), required=required_modalities(model), log=note)
     else:
-        # The shipped default needs all four; a study without T1 or T2 gets the model trained without them.
+        # The shipped default needs all four; a study without T1 or T2 gets the model trained without them
+        # (segment_study says which model ran, and refuses a study the chosen model cannot do without).
         study = load_study(_study_source(args), required=("t1ce", "flair"), log=note)
-        model_name = default_model_for(study.images)
-        model, _ = load_model(model_name)
-        missing = [m.upper() for m in ("t1", "t2") if m not in study.images]
-        if missing and required_modalities(model) != ("t1ce", "flair"):
-            raise GliomaSuiteError(f"The study has no {' or '.join(missing)}, and no installed model can do without it; "
-                             "add the missing image(s).")
-        if missing:
-            note(f"No {' or '.join(missing)}: segmenting with {model_name}, the model trained without them "
-                 "(less accurate than the default; see its model card).")
+        model, _ = load_model(default_model_for(study.images))
     result = segment_study(study, model=model, device=args.device, tta=args.tta, probabilities=probabilities,
                            window=args.window, progress=progress_update)
     for warning in result.warnings:
         note(warning)
-    result.model = str(model_name)
     return study, result
 
 
@@ -219,7 +212,7 @@ def cmd_survival(args, progress: Progress) -> dict:
     """Score a table (one row per patient), or one patient from a label map or a study (+ age)."""
     from .survival.score import load_models, score_label_map, score_table, write_patient_result
 
-    study_given = bool(args.study) or any(getattr(args, m) for m in ("t1", "t1ce", "t2", "flair"))
+    study_given = bool(args.study) or any(getattr(args, m) for m in MODALITIES)
     if args.table and (args.seg or study_given or args.age is not None):
         raise GliomaSuiteError("--table scores a table of patients (age in its age column); give it alone, without "
                                "--seg, --study, --t1/--t1ce/--t2/--flair or --age.")

@@ -66,7 +66,6 @@ of 3 x 3: 3.37 s before this change, 2.97 s after with PyTorch, 1.75 s after wit
 import argparse
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -74,12 +73,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "GliomaSuite"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_segment import PeakRSS  # noqa: E402
-
-
-def dice(a, b) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+from bench_segment import PeakRSS, real_case_and_model  # noqa: E402
 
 
 def main(argv=None):
@@ -96,18 +90,14 @@ def main(argv=None):
     import torch
 
     from gliomasuite import labels as L
+    from gliomasuite.metrics import dice
     from gliomasuite.preprocess import prepare, restore_labels
-    from gliomasuite.segmentation.inference import (_pad_to, load_model, network_for, postprocess,
+    from gliomasuite.segmentation.inference import (_pad_to, network_for, postprocess,
                                                     predict_probabilities, segment_study)
     from gliomasuite.segmentation.onnx_runner import onnxruntime_available
     from gliomasuite.study import load_study
 
-    torch.set_num_threads(args.threads)
-    data = os.environ.get("GLIOMASUITE_DATA")
-    if not data:
-        sys.exit("Set GLIOMASUITE_DATA to the shared data folder (it holds the real case).")
-    case = Path(data) / "brats" / args.case
-    model, _ = load_model()
+    case, model = real_case_and_model(args.case, args.threads)
     cpu = torch.device("cpu")
     engines = ["torch"] + (["onnxruntime"] if onnxruntime_available() else [])
     report = {"case": args.case, "threads": args.threads, "repeat": args.repeat, "torch": torch.__version__}

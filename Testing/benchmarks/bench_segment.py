@@ -51,6 +51,20 @@ class PeakRSS:
         self.peak = max(self.peak, self._rss())
 
 
+def real_case_and_model(case_name: str, threads: int):
+    """The real case's folder under $GLIOMASUITE_DATA/brats and the shipped model, with PyTorch on
+    ``threads`` threads (what both benchmarks start from)."""
+    import torch
+
+    from gliomasuite.segmentation.inference import load_model
+
+    torch.set_num_threads(threads)
+    data = os.environ.get("GLIOMASUITE_DATA")
+    if not data:
+        sys.exit("Set GLIOMASUITE_DATA to the shared data folder (it holds the real case).")
+    return Path(data) / "brats" / case_name, load_model()[0]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--case", default="BraTS2021_00006")
@@ -65,15 +79,10 @@ def main(argv=None):
     from monai.networks.nets import SegResNet
 
     from gliomasuite.preprocess import prepare
-    from gliomasuite.segmentation.inference import load_model, segment_study
+    from gliomasuite.segmentation.inference import segment_study
     from gliomasuite.study import load_study
 
-    torch.set_num_threads(args.threads)
-    data = os.environ.get("GLIOMASUITE_DATA")
-    if not data:
-        sys.exit("Set GLIOMASUITE_DATA to the shared data folder (it holds the real case).")
-    case = Path(data) / "brats" / args.case
-    model, _ = load_model()
+    case, model = real_case_and_model(args.case, args.threads)
 
     ours = []
     with PeakRSS() as ours_mem:

@@ -131,6 +131,26 @@ def scene(mrml):
     return mrml.scene
 
 
+def capture_window(render_window, png_path=None) -> np.ndarray:
+    """Render an offscreen VTK window and return it as an (height, width, 3) uint8 array, top row
+    first; also write it as a PNG if asked."""
+    render_window.Render()
+    grabber = vtk.vtkWindowToImageFilter()
+    grabber.SetInput(render_window)
+    grabber.SetInputBufferTypeToRGB()
+    grabber.ReadFrontBufferOff()
+    grabber.Update()
+    if png_path is not None:
+        writer = vtk.vtkPNGWriter()
+        writer.SetFileName(str(png_path))
+        writer.SetInputData(grabber.GetOutput())
+        writer.Write()
+    image = grabber.GetOutput()
+    width, height, _ = image.GetDimensions()
+    rgb = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, 3)
+    return rgb[::-1]  # VTK rows run bottom-up
+
+
 class OffscreenThreeDView:
     """A Slicer 3D view (view node, view logic, displayable managers) rendering into an offscreen
     window: what qMRMLThreeDView does, minus Qt."""
@@ -186,21 +206,7 @@ class OffscreenThreeDView:
 
     def capture(self, png_path=None) -> np.ndarray:
         """Render and return the view as an (height, width, 3) uint8 array; also write a PNG if asked."""
-        self.render_window.Render()
-        grabber = vtk.vtkWindowToImageFilter()
-        grabber.SetInput(self.render_window)
-        grabber.SetInputBufferTypeToRGB()
-        grabber.ReadFrontBufferOff()
-        grabber.Update()
-        if png_path is not None:
-            writer = vtk.vtkPNGWriter()
-            writer.SetFileName(str(png_path))
-            writer.SetInputData(grabber.GetOutput())
-            writer.Write()
-        image = grabber.GetOutput()
-        width, height, _ = image.GetDimensions()
-        rgb = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, 3)
-        return rgb[::-1]  # VTK rows run bottom-up
+        return capture_window(self.render_window, png_path)
 
     def finalize(self):
         self.displayable_managers.SetMRMLDisplayableNode(None)

@@ -17,7 +17,6 @@ that render (the README's screenshot, docs/segment-tab-3d.png).
 
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path

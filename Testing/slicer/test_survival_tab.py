@@ -45,6 +45,7 @@ from GliomaSuiteLib.SurvivalLogic import (
     SurvivalLogic,
     stepCurve,
 )
+from conftest import capture_window
 from test_segment_tab import erase_upper_half
 
 CASE = "BraTS2021_01476"
@@ -185,18 +186,7 @@ class OffscreenPlotView:
                 axis.SetUnscaledRange(*get_range())
 
     def capture(self, png_path) -> np.ndarray:
-        self.window.Render()
-        grabber = vtk.vtkWindowToImageFilter()
-        grabber.SetInput(self.window)
-        grabber.SetInputBufferTypeToRGB()
-        grabber.ReadFrontBufferOff()
-        grabber.Update()
-        writer = vtk.vtkPNGWriter()
-        writer.SetFileName(str(png_path))
-        writer.SetInputData(grabber.GetOutput())
-        writer.Write()
-        width, height, _ = grabber.GetOutput().GetDimensions()
-        return numpy_support.vtk_to_numpy(grabber.GetOutput().GetPointData().GetScalars()).reshape(height, width, 3)
+        return capture_window(self.window, png_path)
 
     def finalize(self):
         self.window.Finalize()

@@ -20,6 +20,7 @@ import torch
 
 from .. import labels as L
 from ..errors import GliomaSuiteError
+from ..modalities import MODALITIES
 from ..preprocess import PreparedStudy, prepare, restore_labels, restore_probabilities
 from .onnx_runner import OnnxVNet, onnxruntime_available
 from .weights import load_weights
@@ -53,7 +54,7 @@ class SegmentationResult:
     warnings: List[str] = field(default_factory=list)
     device: str = "cpu"
     engine: str = "torch"                  # what ran the network: "torch" or "onnxruntime"
-    model: str = ""                        # registered name or weights file, where the caller knows it
+    model: str = ""                        # registered name or weights file (load_model's model.name)
 
 
 def registry() -> dict:
@@ -66,18 +67,20 @@ def load_model(name_or_path: Optional[str] = None):
     models = registry()["models"] if REGISTRY.exists() else {}
     if name_or_path in models:
         entry = models[name_or_path]
-        return load_weights(MODELS_DIR / entry["file"], expected_sha256=entry["sha256"])
-    path = Path(name_or_path)
-    if path.exists():
-        return load_weights(path)
-    known = ", ".join(sorted(models)) or "none installed"
-    raise GliomaSuiteError(f"No model named {name_or_path!r} (known models: {known}) and no such weights file.")
+        model, metadata = load_weights(MODELS_DIR / entry["file"], expected_sha256=entry["sha256"])
+    elif Path(name_or_path).exists():
+        model, metadata = load_weights(name_or_path)
+    else:
+        known = ", ".join(sorted(models)) or "none installed"
+        raise GliomaSuiteError(f"No model named {name_or_path!r} (known models: {known}) and no such weights file.")
+    model.name = str(name_or_path)  # what results report as the model used
+    return model, metadata
 
 
 def default_model_for(modalities) -> str:
     """The shipped model for a study with these modalities: the default one when all four are there,
     else the one trained to do without T1 and T2 (if it is installed)."""
-    if {"t1", "t1ce", "t2", "flair"} <= set(modalities):
+    if set(MODALITIES) <= set(modalities):
         return DEFAULT_MODEL
     models = registry()["models"] if REGISTRY.exists() else {}
     return REDUCED_MODEL if REDUCED_MODEL in models else DEFAULT_MODEL
@@ -86,7 +89,7 @@ def default_model_for(modalities) -> str:
 def required_modalities(model) -> tuple:
     """The modalities a loaded model cannot do without, in the loader's order (T1, T1ce, T2, FLAIR)."""
     optional = set(getattr(model, "optional_modalities", ()))
-    return tuple(m for m in ("t1", "t1ce", "t2", "flair") if m not in optional)
+    return tuple(m for m in MODALITIES if m not in optional)
 
 
 def choose_device(choice: str = "auto") -> torch.device:
@@ -244,8 +247,9 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
     if absent:
         # Trained with T1/T2 dropout: an absent channel is fed as zeros (zscore_brain leaves a constant
         # image at 0, the brain's mean), exactly as in training.
-        warnings.append(f"No {' or '.join(a.upper() for a in absent)} in this study: segmented without it "
-                        "(the model was trained to cope), expect lower accuracy.")
+        model_name = getattr(model, "name", "the model")
+        warnings.append(f"No {' or '.join(a.upper() for a in absent)} in this study: segmented with {model_name}, "
+                        "trained without them; expect lower accuracy (see its model card).")
         import SimpleITK as sitk
 
         for m in absent:
@@ -278,4 +282,5 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
         warnings.append("No tumour was found in this study (the label map is empty). If a tumour is visible, "
                         "check that the images are skull-stripped brain MRI with the modalities named correctly.")
     prob_image = restore_probabilities(probs, prepared) if probabilities else None
-    return SegmentationResult(label_image, prob_image, volumes, warnings, torch_device.type, engine_used)
+    return SegmentationResult(label_image, prob_image, volumes, warnings, torch_device.type, engine_used,
+                              getattr(model, "name", ""))
