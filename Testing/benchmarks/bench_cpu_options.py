@@ -52,11 +52,21 @@ torch.jit trace+freeze     1.49       0.80   13.7      3.28       0.99   1.97   
 with a cold inductor cache. Noise: the reference timed against itself gave a forward ratio of 0.77
 in an earlier run, so jit's 0.80 is within it, and its set-up is paid again in every process.)
 
+Measured again the same day on an **idle** machine (``--threads 2 --repeat 5``, nothing else
+running): PyTorch's forward pass takes 0.33-0.36 s, not 1.8 s, and no option is clearly faster.
+Forward ratio / segment ratio against interleaved fp32 runs: channels_last_3d 0.90 / 1.02, ONNX
+Runtime 0.89 / 1.04, bfloat16 52.7 / 15.4, 64^3 windows - / 2.54; the reference against itself
+1.12 / 1.01 (the noise). Stages, PyTorch / ONNX Runtime: load 0.42 / 0.41, prepare 0.21 / 0.15,
+forward 0.33 / 0.40, pooling + upsampling + sigmoid 0.11 / 0.15, postprocess 0.11 / 0.12, restore
+0.07 / 0.08; total 1.30 / 1.39. PyTorch's OpenMP threads are what suffers when the cores are
+shared; ONNX Runtime's (set to sleep, not spin) much less.
+
 Decision, shipped in ``gliomasuite.segmentation.inference``: ONNX Runtime runs the network on the
 CPU when it is installed (``pip install gliomasuite[onnx]``; ``onnx_runner.py`` builds the graph in
 memory from the checksum-verified weights, no model file), PyTorch otherwise and always on a GPU.
-It is the only option clearly faster end to end (segment 0.65x) with labels agreeing (Dice 1.0000,
-2 of 8.9 M voxels differ). With it, bit-for-bit (labels) speed-ups of the other stages: ``prepare``
+It is on par with PyTorch on an idle machine and the only option clearly faster when the cores are
+busy with other work (segment 0.65x above), as they are beside Slicer's GUI, with labels agreeing
+(Dice 1.0000, 2 of 8.9 M voxels differ). With it, bit-for-bit (labels) speed-ups of the other stages: ``prepare``
 makes no needless copies (no Cast or reorientation of images already float32 LPS, one array
 copy instead of three), ``postprocess`` counts components with one ``np.bincount``, and only the
 crop's part of the logits is upsampled. Whole ``segment`` in separate processes, interleaved, best

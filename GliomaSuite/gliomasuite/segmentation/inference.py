@@ -5,9 +5,10 @@ prepared crop (see :mod:`gliomasuite.preprocess`); the label map comes back on t
 grid with BraTS labels 0/1/2/4.
 
 On a GPU PyTorch runs the network. On the CPU, ONNX Runtime runs it when the optional
-``onnxruntime`` is installed (``pip install gliomasuite[onnx]``): there its forward pass takes a
-third of PyTorch's time, with the same label map (``Testing/benchmarks/bench_cpu_options.py`` has
-the numbers); without it PyTorch runs on the CPU too.
+``onnxruntime`` is installed (``pip install gliomasuite[onnx]``): on par with PyTorch on an idle
+machine, about three times faster in the forward pass when the cores are busy with other work, with
+the same label map (``Testing/benchmarks/bench_cpu_options.py`` has the numbers); without it
+PyTorch runs on the CPU too.
 """
 
 import json

@@ -1,9 +1,9 @@
 """The V-Net on ONNX Runtime: the faster CPU path when the optional ``onnxruntime`` is installed.
 
-Measured on a real BraTS case with 2 threads (``Testing/benchmarks/bench_cpu_options.py``), ONNX
-Runtime runs this network's forward pass in about a third of PyTorch's CPU time (PyTorch takes
-generic kernels for the 3D instance norms and strided 2x2x2 convolutions, nearly half its time),
-with the same label map. On a GPU PyTorch stays the choice.
+Measured on a real BraTS case with 2 threads (``Testing/benchmarks/bench_cpu_options.py``): with
+the two cores shared with other work, ONNX Runtime runs this network's forward pass in about a third
+of PyTorch's time; on an idle machine the two are on par. Same label map either way. On a GPU
+PyTorch stays the choice.
 
 No model file is ever read: the ONNX graph is written here, in memory, from the layers of a loaded
 :class:`~gliomasuite.segmentation.vnet.VNet` -- whose weights came from a checksum-verified ``.npz``
