@@ -6,7 +6,9 @@ first planned to train on, so it became an eighth validation case). Synthetic ca
 demo-style studies (seeds 101-103; the embedded demo uses seed 0, so the demo is never trained on),
 and four of the same brains without a tumour (seeds 111-114, all-zero truth: vnet-brats-v1, trained
 on tumours only, found 150-270 cm3 of "tumour" in tumour-free demo brains; these teach it that a
-brain may hold none).
+brain may hold none). Real tumour-free brains: ``Mirrored_<case>`` for every training case whose
+tumour stays in one hemisphere, that hemisphere's mirror image (``segmentation.negatives``; seven
+cases; the validation cases are never mirrored into training).
 
     GLIOMASUITE_DATA=../shared/data .venv/bin/python tools/build_training_cache.py .trainpack/train
 """
@@ -19,7 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "GliomaSuite"))
 
 from gliomasuite.demo import make_demo_study  # noqa: E402
+from gliomasuite.errors import GliomaSuiteError  # noqa: E402
 from gliomasuite.segmentation.cache import build_cache, find_cases  # noqa: E402
+from gliomasuite.segmentation.negatives import write_mirrored_case  # noqa: E402
 
 VALIDATION = ["BraTS2021_00006", "BraTS2021_01477", "BraTS2021_01481", "Brats18_2013_3_1",
               "Brats18_CBICA_AOZ_1", "Brats18_TCIA01_201_1", "Brats18_TCIA10_628_1", "Brats18_CBICA_AME_1"]
@@ -37,6 +41,13 @@ def main(cache_dir: str) -> None:
             make_demo_study(folder, seed=seed, tumour=tumour)
             for f in folder.iterdir():  # case folder name = file prefix, as in BraTS
                 f.rename(folder / f.name.replace("GliomaDemo", folder.name))
+        build_cache(tmp, cache_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in train:
+            try:
+                write_mirrored_case(data / name, tmp)
+            except GliomaSuiteError as reason:  # tumour reaches the midline: no free hemisphere
+                print(f"not mirrored: {reason}")
         build_cache(tmp, cache_dir)
 
 

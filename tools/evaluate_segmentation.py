@@ -6,11 +6,13 @@ for empty regions; see gliomasuite.metrics). Prints a table and writes per-case 
 
     python tools/evaluate_segmentation.py --data $GLIOMASUITE_DATA/brats --cases A B C \
         --model vnet-brats-v1 --out results.json [--tta] [--threads 2] [--without t1 t2] \
-        [--healthy-demo-seeds 0 1 2]
+        [--healthy-demo-seeds 0 1 2] [--mirrored-healthy Brats18_CBICA_AME_1 Brats18_CBICA_AOZ_1]
 
 ``--without`` drops modalities after loading (a study that lacks them; the model must have been
 trained to cope). ``--healthy-demo-seeds`` also segments tumour-free demo brains
 (``make_demo_study(tumour=False)``) and reports the tumour volume found in each (should be ~0).
+``--mirrored-healthy`` does the same for real tumour-free brains made from the named cases of
+``--data`` by mirroring their tumour-free hemisphere (:mod:`gliomasuite.segmentation.negatives`).
 """
 
 import argparse
@@ -40,6 +42,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--without", nargs="*", default=[], choices=["t1", "t2"])
     parser.add_argument("--healthy-demo-seeds", nargs="*", type=int, default=[])
+    parser.add_argument("--mirrored-healthy", nargs="*", default=[], metavar="CASE")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, meta = load_model(args.model)
@@ -71,6 +74,18 @@ def main(argv=None):
                                    device="cpu", tta=args.tta)
         healthy[f"healthy_demo_{seed}"] = {"volumes_cm3": result.volumes_cm3, "warnings": result.warnings}
         print(f"tumour-free demo brain, seed {seed}: WT {result.volumes_cm3['WT']:.2f} cm3 found", flush=True)
+    for name in args.mirrored_healthy:
+        import tempfile
+
+        from gliomasuite.segmentation.negatives import write_mirrored_case
+
+        with tempfile.TemporaryDirectory() as tmp:
+            study = load_study(write_mirrored_case(Path(args.data) / name, tmp))
+            for modality in args.without:
+                del study.images[modality]
+            result = segment_study(study, model=model, device="cpu", tta=args.tta)
+        healthy[f"mirrored_{name}"] = {"volumes_cm3": result.volumes_cm3, "warnings": result.warnings}
+        print(f"tumour-free mirrored {name}: WT {result.volumes_cm3['WT']:.2f} cm3 found", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"cases": results, "summary": summary, "seconds": timings,
                                               "tta": args.tta, "model": args.model, "without": args.without,

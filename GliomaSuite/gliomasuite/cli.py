@@ -80,7 +80,7 @@ def segment_arguments_study(args, progress_update: Callable[[float, str], None],
         study = load_study(_study_source(args), required=("t1ce", "flair"), log=note)
         model, _ = load_model(default_model_for(study.images))
     result = segment_study(study, model=model, device=args.device, tta=args.tta, probabilities=probabilities,
-                           window=args.window, progress=progress_update)
+                           window=args.window, progress=progress_update, engine=getattr(args, "engine", "auto"))
     for warning in result.warnings:
         note(warning)
     return study, result
@@ -96,7 +96,7 @@ def cmd_segment(args, progress: Progress) -> dict:
     write_image_atomically(result.labels, output)
     if result.probabilities is not None:
         write_image_atomically(result.probabilities, Path(args.probabilities))
-    summary = {"output": str(output), "device": result.device, "model": result.model,
+    summary = {"output": str(output), "device": result.device, "engine": result.engine, "model": result.model,
                "volumes_cm3": {k: round(v, 3) for k, v in result.volumes_cm3.items()},
                "warnings": result.warnings}
     if args.probabilities:
@@ -172,6 +172,53 @@ def cmd_train_segmentation(args, progress: Progress) -> dict:
     sha = export_checkpoint(out / "checkpoint.pt", out / "vnet.npz")
     return {"weights": str(out / "vnet.npz"), "sha256": sha, "training_cases": len(config.cases),
             "validation_cases": sorted(validation)}
+
+
+def cmd_calibrate_segmentation(args, progress: Progress) -> dict:
+    """Fix a trained V-Net's normalisation statistics from its training cases (norm="cohort")."""
+    import torch
+
+    from .preprocess import prepare
+    from .segmentation.cache import find_cases
+    from .segmentation.calibration import calibrate
+    from .segmentation.inference import load_model, required_modalities
+    from .segmentation.weights import save_weights
+    from .study import load_study
+
+    output = Path(args.output)
+    _check_output(output, args.overwrite)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, metadata = load_model(args.model)
+    folders = find_cases(Path(args.data))
+    if args.cases:
+        unknown = set(args.cases) - {f.name for f in folders}
+        if unknown:
+            raise GliomaSuiteError(f"Case(s) {', '.join(sorted(unknown))} are not labelled cases in {args.data}.")
+        folders = [f for f in folders if f.name in set(args.cases)]
+    folders = [f for f in folders if f.name not in set(args.exclude or [])]
+    if not folders:
+        raise GliomaSuiteError(f"No labelled cases to calibrate on in {args.data}.")
+    names = [f.name for f in folders]
+    needed = required_modalities(model)
+    if set(args.without) & set(needed):
+        raise GliomaSuiteError(f"{model.name} cannot do without {', '.join(sorted(set(args.without) & set(needed)))}.")
+
+    def arrays():
+        import SimpleITK as sitk
+
+        for i, folder in enumerate(folders):
+            progress.update(i / len(folders), f"Calibrating on {folder.name} ({i + 1}/{len(folders)})")
+            images = dict(load_study(folder).images)
+            for m in args.without:  # as segment_study feeds a missing modality: zeros
+                images[m] = sitk.Image(images["t1ce"]) * 0
+            yield prepare(images).array
+
+    calibrated = calibrate(model, arrays())
+    metadata = dict(metadata, calibration={"from": model.name, "cases": names, "without": list(args.without)})
+    sha = save_weights(calibrated, output, metadata=metadata, input_downsample=calibrated.input_downsample)
+    progress.update(1.0, f"Wrote {output}")
+    return {"weights": str(output), "sha256": sha, "calibration_cases": len(names)}
 
 
 def cmd_fit_survival(args, progress: Progress) -> dict:
@@ -316,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (8 passes: slower, smoother)")
     p.add_argument("--model", help="registered model name or a weights file (default: the shipped model)")
     p.add_argument("--window", type=int, help="sliding-window size in network voxels (less memory)")
+    p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
+                   help="what runs the network on the CPU (auto: ONNX Runtime when installed, else PyTorch)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_segment)
 
@@ -338,6 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_training_arguments(p)
     p.set_defaults(func=cmd_train_segmentation)
+
+    p = sub.add_parser("calibrate-segmentation",
+                       help="fix a trained V-Net's normalisation statistics from its training cases")
+    p.add_argument("--model", required=True, help="registered model name or weights file to calibrate")
+    p.add_argument("--data", required=True, help="folder of labelled cases (the model's training cases)")
+    p.add_argument("--cases", nargs="*", help="only these cases")
+    p.add_argument("--exclude", nargs="*", help="leave these cases out (e.g. the validation cases)")
+    p.add_argument("--without", nargs="*", default=[], choices=["t1", "t2"],
+                   help="calibrate as for studies lacking these (the model must be trained to cope)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    p.add_argument("-o", "--output", required=True, help="weights file to write (.npz)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_calibrate_segmentation)
 
     p = sub.add_parser("fit-survival", help="fit the Cox survival models and SOMs on a cohort table")
     p.add_argument("--table", required=True, help="CSV: age, time_days, event and the tumour shape columns")

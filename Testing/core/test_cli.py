@@ -283,3 +283,42 @@ def test_train_segmentation_holds_out_one_cross_validation_fold_and_exports_weig
     refused = run_cli("train-segmentation", "--data", tmp_path / "data", "--out", tmp_path / "x", "--folds", "3",
                       *tiny)
     assert_one_sentence_error(refused, "--fold 0 to 2")
+
+
+def test_calibrate_segmentation_fixes_the_statistics_from_the_named_cases(tmp_path):
+    from gliomasuite.demo import make_demo_study
+    from gliomasuite.segmentation.weights import load_weights
+
+    weights = _small_untrained_weights(tmp_path / "small.npz", [])
+    for name, seed in (("CaseA", 3), ("CaseB", 4), ("CaseC", 5)):
+        make_demo_study(tmp_path / "data" / name, seed=seed)
+    out = tmp_path / "calibrated.npz"
+    result = run_cli("calibrate-segmentation", "--model", weights, "--data", tmp_path / "data",
+                     "--exclude", "CaseC", "-o", out)
+    assert result.returncode == 0, result.stderr
+    model, metadata = load_weights(out)
+    assert model.config["norm"] == "cohort"
+    assert metadata["calibration"]["cases"] == ["CaseA", "CaseB"]
+    assert_one_sentence_error(run_cli("calibrate-segmentation", "--model", weights, "--data", tmp_path / "data",
+                                      "-o", out), "already exists")
+    assert_one_sentence_error(run_cli("calibrate-segmentation", "--model", weights, "--data", tmp_path / "data",
+                                      "--cases", "CaseZ", "-o", tmp_path / "other.npz"), "CaseZ")
+    assert_one_sentence_error(run_cli("calibrate-segmentation", "--model", weights, "--data", tmp_path / "data",
+                                      "--without", "t2", "-o", tmp_path / "other.npz"), "cannot do without", "t2")
+    assert not (tmp_path / "other.npz").exists()
+
+
+@needs_model
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_segment_runs_on_the_engine_asked_for_and_reports_it(tmp_path, engine):
+    from gliomasuite.demo import make_demo_study
+
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    study = make_demo_study(tmp_path / "study", seed=0)
+    result = run_cli("--json-progress", "segment", study, "-o", tmp_path / "seg.nii.gz", "--device", "cpu",
+                     "--engine", engine)
+    assert result.returncode == 0, result.stderr
+    done = [json.loads(line) for line in result.stdout.splitlines() if line.strip()][-1]
+    assert done["event"] == "done" and done["result"]["engine"] == engine
+    assert done["result"]["volumes_cm3"]["WT"] > 10

@@ -41,7 +41,7 @@ CASE_DIR = DATA / "brats" / CASE
 MODALITY_FILES = {m: CASE_DIR / f"{CASE}_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")}
 TRUTH_FILE = CASE_DIR / f"{CASE}_seg.nii.gz"
 
-HELD_OUT = "BraTS2021_00006"  # in vnet-brats-v1's validation split: the shipped model never trained on it
+HELD_OUT = "BraTS2021_00006"  # in the shipped models' validation split: never trained on
 HELD_OUT_DIR = DATA / "brats" / HELD_OUT
 
 # A run of the untrained net on one case takes about 15 s on two busy CPU cores; allow for slower CI.
@@ -258,7 +258,7 @@ def test_shipped_model_segments_a_held_out_case_and_the_result_shows_in_3d(mrml,
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(HELD_OUT_DIR / f"{HELD_OUT}_seg.nii.gz")))
     predicted, true = region_masks(labels), region_masks(truth)
     dice = {region: dice_of(predicted[region], true[region]) for region in ("WT", "TC", "ET")}
-    # vnet-brats-v1's model card: WT 0.926 on this case; a broken load/resample path gives ~0.
+    # the default model's card (vnet-brats-v2): WT 0.925 on this case; a broken load/resample path gives ~0.
     assert dice["WT"] > 0.85, dice
 
     logic.showVolumeRendering(volumes["t1ce"])

@@ -29,6 +29,7 @@ class TrainConfig:
     amp: bool = True
     log_every: int = 50
     init_weights: Optional[str] = None         # start from these shipped weights (.npz) instead of random
+    norm: str = "instance"                     # "cohort": keep the init weights' fixed statistics (vnet.py)
     extra: dict = field(default_factory=dict)
 
 
@@ -55,6 +56,9 @@ def add_training_arguments(parser) -> None:
     parser.add_argument("--log-every", type=int, default=d.log_every)
     parser.add_argument("--init-weights", metavar="NPZ",
                         help="fine-tune from these weights (e.g. the shipped model) instead of random initialisation")
+    parser.add_argument("--norm", default=d.norm, choices=["instance", "cohort"],
+                        help="cohort: fine-tune with the fixed normalisation statistics of --init-weights "
+                             "(made by gliomasuite calibrate-segmentation), as inference uses them")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
 
@@ -69,7 +73,7 @@ def config_from_arguments(args, cache, out, cases=None) -> TrainConfig:
                        seed=args.seed, modality_dropout=args.modality_dropout, max_minutes=args.max_minutes,
                        device=args.device,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                       init_weights=args.init_weights)
+                       init_weights=args.init_weights, norm=args.norm)
 
 
 def case_folds(cases: Sequence[str], folds: int, seed: int = 0) -> List[List[str]]:

@@ -28,7 +28,7 @@ from .weights import load_weights
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "models"
 REGISTRY = MODELS_DIR / "models.json"
-DEFAULT_MODEL = "vnet-brats-v1"
+DEFAULT_MODEL = "vnet-brats-v2"
 #: Chosen instead of the default for a study without T1 or T2 (trained with those modalities dropped).
 REDUCED_MODEL = "vnet-brats-reduced-v1"
 
@@ -42,6 +42,12 @@ MIN_COMPONENT_VOXELS = 100
 #: tumour with a few enhancing voxels is far more often a non-enhancing one with noise (the rule
 #: nnU-Net's BraTS 2020 entry used, with the same 200-voxel threshold).
 MIN_TOTAL_ET_VOXELS = 200
+#: A whole tumour smaller than this (cm3) is reported as possibly no tumour at all: the most the shipped
+#: model labelled in tumour-free brains of its training cases (mirrored, see segmentation.negatives).
+NEAR_EMPTY_CM3 = 1.0
+#: Foreground volumes (cm3) that look like a skull-stripped brain; outside them the user is warned that
+#: the input may be an unstripped head or not a brain (the 25 BraTS brains here: 1174-1747 cm3).
+BRAIN_CM3 = (700, 2500)
 #: What runs the network's forward pass: ``auto`` is ONNX Runtime on the CPU when it is installed and
 #: PyTorch otherwise (and always on a GPU); ``torch`` and ``onnxruntime`` force one.
 ENGINES = ("auto", "torch", "onnxruntime")
@@ -259,6 +265,11 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
     prepared = prepare(images)
     if not prepared.brain.any():
         raise GliomaSuiteError("The images contain no brain signal (all zero after loading); check the study.")
+    foreground_cm3 = float(prepared.brain.sum()) / 1000.0  # 1 mm voxels
+    if not BRAIN_CM3[0] <= foreground_cm3 <= BRAIN_CM3[1]:
+        warnings.append(f"The images' foreground is {foreground_cm3:.0f} cm3, but a skull-stripped brain is about "
+                        f"{BRAIN_CM3[0]}-{BRAIN_CM3[1]} cm3 (the BraTS brains: 1174-1747 cm3). This may not be "
+                        "skull-stripped brain MRI (or not brain at all); the segmentation may be meaningless.")
     torch_device = choose_device(device)
     network, engine_used, problem = network_for(model, torch_device, engine)
     if problem:
@@ -282,6 +293,10 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
     if volumes["WT"] == 0:
         warnings.append("No tumour was found in this study (the label map is empty). If a tumour is visible, "
                         "check that the images are skull-stripped brain MRI with the modalities named correctly.")
+    elif volumes["WT"] < NEAR_EMPTY_CM3:
+        warnings.append(f"Only {volumes['WT']:.2f} cm3 was labelled tumour: this study may hold no tumour at all "
+                        "(in tumour-free brains the model leaves up to about 1 cm3 of false tumour). Review the "
+                        "segments before using them.")
     prob_image = restore_probabilities(probs, prepared) if probabilities else None
     return SegmentationResult(label_image, prob_image, volumes, warnings, torch_device.type, engine_used,
                               getattr(model, "name", ""))

@@ -88,8 +88,13 @@ class _GraphBuilder:
                 return self._node("ConvTranspose", inputs, output_padding=list(m.output_padding), **attributes)
             return self._node("Conv", inputs, **attributes)
         if isinstance(m, nn.InstanceNorm3d):
-            if not m.affine or m.track_running_stats:
-                raise ValueError(f"{m}: only affine instance norm without running statistics is supported")
+            if not m.affine:
+                raise ValueError(f"{m}: only affine instance norm is supported")
+            if m.track_running_stats:
+                # Fixed (cohort) statistics in evaluation mode: exactly ONNX's BatchNormalization.
+                return self._node("BatchNormalization", [x, self._weight(m.weight), self._weight(m.bias),
+                                                         self._weight(m.running_mean), self._weight(m.running_var)],
+                                  epsilon=float(m.eps))
             return self._node("InstanceNormalization", [x, self._weight(m.weight), self._weight(m.bias)],
                               epsilon=float(m.eps))
         if isinstance(m, nn.PReLU):

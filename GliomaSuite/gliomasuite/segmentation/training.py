@@ -9,6 +9,10 @@ Loss: MONAI ``DiceCELoss`` (Dice + binary cross-entropy over the sigmoid regions
 Optimiser AdamW with polynomial decay. Everything random is drawn from ``seed`` (and the rank),
 so the same command on the same hardware gives the same model.
 
+With ``norm="cohort"`` (``--norm cohort``) training starts from calibrated weights (``gliomasuite
+calibrate-segmentation``) and normalises with their fixed statistics throughout, exactly as inference
+will; the statistics are never updated.
+
 Checkpoints (``checkpoint.pt``, written atomically every ``checkpoint_every`` steps and when a
 time budget runs out) hold model, optimiser and random states; ``resume`` continues exactly.
 Under ``torchrun`` each process trains on its own patches and gradients are averaged
@@ -138,7 +142,15 @@ class PatchSampler:
 def build_model(config: TrainConfig) -> VNet:
     return VNet(in_channels=4, out_channels=3, channels=config.channels,
                 encoder_convs=config.encoder_convs, decoder_convs=config.decoder_convs,
-                deep_supervision=True)
+                deep_supervision=True, norm=config.norm)
+
+
+def _freeze_statistics(model: VNet) -> None:
+    """With ``norm="cohort"``, normalise with the fixed statistics while training, as inference does
+    (the layers' affine weights still learn; the statistics are never updated)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.InstanceNorm3d) and m.track_running_stats:
+            m.eval()
 
 
 def _initialise_from(model: VNet, path) -> None:
@@ -184,6 +196,9 @@ def train(config: TrainConfig, resume: bool = False, report: Callable[[float, st
     model = build_model(config)
     if config.init_weights:
         _initialise_from(model, config.init_weights)
+    elif config.norm == "cohort":
+        raise ValueError("norm 'cohort' fine-tunes a calibrated network: give --init-weights (a file written by "
+                         "gliomasuite calibrate-segmentation)")
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step = 0
@@ -216,6 +231,7 @@ def train(config: TrainConfig, resume: bool = False, report: Callable[[float, st
         tmp.replace(checkpoint_path)
 
     network.train()
+    _freeze_statistics(model)
     while step < config.iterations:
         for group in optimizer.param_groups:
             group["lr"] = _poly_lr(config, step)

@@ -19,6 +19,10 @@ from .vnet import VNet
 _CONFIG_KEY = "__architecture_json__"
 
 
+#: State-dict entries that are statistics, not learned weights (see vnet.py, ``norm="cohort"``).
+_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def sha256(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -32,7 +36,9 @@ def save_weights(model: VNet, path, metadata: Optional[dict] = None, input_downs
 
     ``input_downsample`` 2 means the network was trained on 2 mm voxels (average-pooled 1 mm input).
     """
-    arrays = {name: tensor.detach().cpu().to(torch.float16).numpy()
+    # Learned weights as float16 (half the size, no measurable change in the output); fixed
+    # normalisation statistics (norm="cohort") as float32: variances span too many decades for float16.
+    arrays = {name: tensor.detach().cpu().to(torch.float32 if name.endswith(_STATISTICS) else torch.float16).numpy()
               for name, tensor in model.state_dict().items()}
     header = {"architecture": "VNet", "config": model.config, "input_downsample": int(input_downsample),
               "metadata": metadata or {}}
