@@ -30,7 +30,7 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "models"
 REGISTRY = MODELS_DIR / "models.json"
 DEFAULT_MODEL = "vnet-brats-v2"
 #: Chosen instead of the default for a study without T1 or T2 (trained with those modalities dropped).
-REDUCED_MODEL = "vnet-brats-reduced-v1"
+REDUCED_MODEL = "vnet-brats-reduced-v2"
 
 #: Enhancing islands smaller than this (voxels, i.e. mm^3) whose mean ET probability is below
 #: ``ET_ISLAND_CONFIDENCE`` are relabelled necrosis (the Res-UNet seed's post-processing).
