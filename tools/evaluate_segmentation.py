@@ -8,7 +8,7 @@ for empty regions; see gliomasuite.metrics). Prints a table and writes per-case 
         --model vnet-brats-v1 --out results.json [--tta] [--threads 2] [--without t1 t2] \
         [--healthy-demo-seeds 0 1 2] [--mirrored-healthy Brats18_CBICA_AME_1 Brats18_CBICA_AOZ_1]
 
-``--without`` drops modalities after loading (a study that lacks them; the model must have been
+``--without`` drops modalities after loading, from every study here (as if it lacked them; the model must have been
 trained to cope). ``--healthy-demo-seeds`` also segments tumour-free demo brains
 (``make_demo_study(tumour=False)``) and reports the tumour volume found in each (should be ~0).
 ``--mirrored-healthy`` does the same for real tumour-free brains made from the named cases of
@@ -18,12 +18,12 @@ trained to cope). ``--healthy-demo-seeds`` also segments tumour-free demo brains
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "GliomaSuite"))
 
-import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 
@@ -46,14 +46,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, meta = load_model(args.model)
+
+    def segment(folder):
+        """What a user with this study (less the --without modalities) gets."""
+        study = load_study(folder)
+        for modality in args.without:
+            del study.images[modality]
+        return segment_study(study, model=model, device="cpu", tta=args.tta)
+
     results, timings = {}, {}
     for name in args.cases:
         folder = Path(args.data) / name
         start = time.perf_counter()
-        study = load_study(folder)
-        for modality in args.without:
-            del study.images[modality]
-        result = segment_study(study, model=model, device="cpu", tta=args.tta)
+        result = segment(folder)
         timings[name] = time.perf_counter() - start
         pred = sitk.GetArrayFromImage(result.labels)
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(find_segmentation(folder))))
@@ -63,29 +68,22 @@ def main(argv=None):
     summary = summarize(results)
     print("mean Dice: " + ", ".join(f"{r} {summary[r]['dice']['mean']:.3f}" for r in summary))
     print("median HD95 (mm): " + ", ".join(f"{r} {summary[r]['hd95']['median']:.1f}" for r in summary))
+    # Tumour-free brains: the tumour volume found in each should be ~0.
+    from gliomasuite.demo import make_demo_study
+    from gliomasuite.segmentation.negatives import write_mirrored_case
+
+    tumour_free = [(f"healthy_demo_{seed}", f"tumour-free demo brain, seed {seed}",
+                    lambda tmp, seed=seed: make_demo_study(tmp, seed=seed, tumour=False))
+                   for seed in args.healthy_demo_seeds]
+    tumour_free += [(f"mirrored_{name}", f"tumour-free mirrored {name}",
+                     lambda tmp, name=name: write_mirrored_case(Path(args.data) / name, tmp))
+                    for name in args.mirrored_healthy]
     healthy = {}
-    for seed in args.healthy_demo_seeds:
-        import tempfile
-
-        from gliomasuite.demo import make_demo_study
-
+    for key, label, make in tumour_free:
         with tempfile.TemporaryDirectory() as tmp:
-            result = segment_study(load_study(make_demo_study(tmp, seed=seed, tumour=False)), model=model,
-                                   device="cpu", tta=args.tta)
-        healthy[f"healthy_demo_{seed}"] = {"volumes_cm3": result.volumes_cm3, "warnings": result.warnings}
-        print(f"tumour-free demo brain, seed {seed}: WT {result.volumes_cm3['WT']:.2f} cm3 found", flush=True)
-    for name in args.mirrored_healthy:
-        import tempfile
-
-        from gliomasuite.segmentation.negatives import write_mirrored_case
-
-        with tempfile.TemporaryDirectory() as tmp:
-            study = load_study(write_mirrored_case(Path(args.data) / name, tmp))
-            for modality in args.without:
-                del study.images[modality]
-            result = segment_study(study, model=model, device="cpu", tta=args.tta)
-        healthy[f"mirrored_{name}"] = {"volumes_cm3": result.volumes_cm3, "warnings": result.warnings}
-        print(f"tumour-free mirrored {name}: WT {result.volumes_cm3['WT']:.2f} cm3 found", flush=True)
+            result = segment(make(tmp))
+        healthy[key] = {"volumes_cm3": result.volumes_cm3, "warnings": result.warnings}
+        print(f"{label}: WT {result.volumes_cm3['WT']:.2f} cm3 found", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"cases": results, "summary": summary, "seconds": timings,
                                               "tta": args.tta, "model": args.model, "without": args.without,
