@@ -5,7 +5,8 @@ input at hand. That is harmless while every input holds a tumour, and harmful wh
 feature maps that respond to tumour are then nearly flat, instance normalisation stretches them to
 unit variance, and the network reports tumour in healthy tissue. (Measured: on brains made tumour-free
 by mirroring a healthy hemisphere, see :mod:`.negatives`, ``vnet-brats-v1`` found 57-294 cm3 of
-"tumour"; fed the normalisation statistics of the same patient's tumour-bearing scan, 0.9 cm3.)
+"tumour"; fed the normalisation statistics of the same patient's tumour-bearing scan, 0.9 cm3:
+``tools/diagnose_normalisation.py``.)
 
 :func:`calibrate` runs the trained network over whole prepared studies exactly as inference does
 (same pooling, padding and single whole-brain window), records every normalisation layer's
