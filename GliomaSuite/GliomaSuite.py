@@ -28,7 +28,6 @@ from typing import Optional
 
 import numpy as np
 import qt
-import SimpleITK as sitk
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
@@ -45,7 +44,7 @@ from slicer.util import VTKObservationMixin
 
 from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.labels import ED, ET, NCR
-from gliomasuite.modalities import MODALITIES
+from gliomasuite.modalities import ALWAYS_NEEDED, MODALITIES, display_name
 import GliomaSuiteLib
 from GliomaSuiteLib.Process import CANCELLED, DONE
 from GliomaSuiteLib.SegmentLogic import SegmentLogic, SegmentOutcome
@@ -254,8 +253,9 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentButton.enabled = True
             self.ui.segmentButton.toolTip = _("Stop the segmentation; the scene is left as it was.")
             return
-        missing = [name for name, node in zip(("T1", "T1ce", "T2", "FLAIR"), self._inputs().values())
-                   if node is None] if self._parameterNode else ["T1", "T1ce", "T2", "FLAIR"]
+        # T1 and T2 are optional (segment_study then uses the model trained without them).
+        inputs = self._inputs() if self._parameterNode else {}
+        missing = [display_name(m) for m in ALWAYS_NEEDED if inputs.get(m) is None]
         self.ui.segmentButton.enabled = not missing
         self.ui.segmentButton.toolTip = (
             _("Choose a volume for: {missing}").format(missing=", ".join(missing)) if missing else
@@ -608,8 +608,7 @@ class GliomaSuiteTest(ScriptedLoadableModuleTest):
 
         segmentLogic = GliomaSuiteLogic().segmentLogic
         self.assertEqual(segmentLogic.inputsFromNodeNames(), nodes)
-        labelImage = sitk.GetImageFromArray(labels)
-        labelImage.CopyInformation(GliomaSuiteLib.image_from_volume_node(nodes["t1ce"]))
+        labelImage = GliomaSuiteLib.image_on_volume_grid(labels, nodes["t1ce"])
         segmentation = segmentLogic.loadResult(labelImage, nodes["t1ce"])
         self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 3)
         self.assertFalse(segmentLogic.isEdited(segmentation))
@@ -628,8 +627,7 @@ class GliomaSuiteTest(ScriptedLoadableModuleTest):
         slicer.util.selectModule("GliomaSuite")
         widget = slicer.util.getModuleWidget("GliomaSuite")
         nodes, labels = self._syntheticStudy()
-        labelImage = sitk.GetImageFromArray(labels)
-        labelImage.CopyInformation(GliomaSuiteLib.image_from_volume_node(nodes["t1ce"]))
+        labelImage = GliomaSuiteLib.image_on_volume_grid(labels, nodes["t1ce"])
         segmentation = GliomaSuiteLogic().segmentLogic.loadResult(labelImage, nodes["t1ce"])
         parameters = widget._parameterNode
         parameters.segmentation = segmentation

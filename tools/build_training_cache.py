@@ -41,8 +41,6 @@ def main(cache_dir: str) -> None:
             make_demo_study(folder, seed=seed, tumour=tumour)
             for f in folder.iterdir():  # case folder name = file prefix, as in BraTS
                 f.rename(folder / f.name.replace("GliomaDemo", folder.name))
-        build_cache(tmp, cache_dir)
-    with tempfile.TemporaryDirectory() as tmp:
         for name in train:
             try:
                 write_mirrored_case(data / name, tmp)

@@ -23,7 +23,6 @@ MRML only (no Qt), so it runs on a bare ``slicer-core`` scene as well as in Slic
 
 import hashlib
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from vtkmodules.util import numpy_support
 import slicer
 from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.labels import SUBREGIONS, volumes_cm3
-from gliomasuite.modalities import MODALITIES, display_name, identify_text
+from gliomasuite.modalities import ALWAYS_NEEDED, MODALITIES, display_name, identify_text
 
 from .Process import CANCELLED, DONE, FAILED, MODULE_DIR, BackgroundProcess
 from .SegmentationNodes import (
@@ -74,8 +73,6 @@ PRESET_UPPER_PERCENTILE = 99.5
 
 #: Name of the label map the background process writes in the work folder.
 LABELS_FILE = "labels.nrrd"
-#: Inputs no model can do without; T1 and T2 may be absent for a model trained with modality dropout.
-ALWAYS_NEEDED = ("t1ce", "flair")
 
 
 @dataclass
@@ -150,8 +147,8 @@ class SegmentLogic:
         missing = [display_name(m) for m in ALWAYS_NEEDED if inputs.get(m) is None]
         if missing:
             raise GliomaSuiteError(
-                f"No volume is selected for {_join(missing)}. Choose one for each of T1, T1ce, T2 and "
-                "FLAIR in the Segment section (volumes whose names say the sequence, such as "
+                f"No volume is selected for {_join(missing)}. Choose one for each of T1ce and FLAIR (T1 and "
+                "T2 are optional) in the Segment section (volumes whose names say the sequence, such as "
                 "'case_t1ce', are chosen automatically).")
         chosenBy = {}
         for modality in MODALITIES:

@@ -95,7 +95,13 @@ def image_from_volume_node(volume_node) -> sitk.Image:
         raise GliomaSuiteError(
             f"Volume '{volume_node.GetName()}' has no voxels or is not a scalar volume; load a 3D "
             "MRI volume (one sequence) into that node first.")
-    image = sitk.GetImageFromArray(_array_from_vtk_image(image_data))
+    return image_on_volume_grid(_array_from_vtk_image(image_data), volume_node)
+
+
+def image_on_volume_grid(array: np.ndarray, volume_node) -> sitk.Image:
+    """A (z, y, x) array on a volume node's voxel grid (e.g. a label map drawn on it) as a SimpleITK
+    image with that node's LPS geometry; the node's own voxels are not read."""
+    image = sitk.GetImageFromArray(array)
     ijk_to_lps = LPS_TO_RAS @ ijk_to_ras_from_volume_node(volume_node)
     spacing = np.linalg.norm(ijk_to_lps[:3, :3], axis=0)
     image.SetSpacing(spacing.tolist())

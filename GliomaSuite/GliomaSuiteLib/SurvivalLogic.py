@@ -38,17 +38,16 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import numpy as np
-import SimpleITK as sitk
 import vtk
 from vtkmodules.util import numpy_support
 
 import slicer
 from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.survival import cox
-from gliomasuite.survival.features import FEATURE_REGIONS, label_map_features
-from gliomasuite.survival.score import MONTH_DAYS, load_models, score_features
+from gliomasuite.survival.features import FEATURE_REGIONS
+from gliomasuite.survival.score import MONTH_DAYS, load_models, score_label_map
 
-from .SegmentationNodes import image_from_volume_node, labels_from_segmentation_node
+from .SegmentationNodes import image_on_volume_grid, labels_from_segmentation_node
 from .SegmentLogic import _referenceVolume
 
 #: Prefix of the node references from a segmentation to its survival nodes (role = prefix + key).
@@ -195,18 +194,8 @@ class SurvivalLogic:
                 f"Segmentation '{segmentationNode.GetName()}' contains no tumour: its Necrotic core, Edema and "
                 "Enhancing tumour segments are empty, so there is nothing to measure. Run Segment, or paint the "
                 "tumour with the Segment Editor, then estimate again.")
-        image = sitk.GetImageFromArray(labels)
-        image.CopyInformation(image_from_volume_node(reference))
-        features = label_map_features(image)
-        full, reduced = self.models()
-        result = score_features(features["shape"], full, reduced, age=age)
-        # As gliomasuite.survival.score.score_label_map keeps them, for reports.
-        result["features"] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                              for k, v in features["shape"].items()}
-        result["location"] = features["location"]
-        result["warnings"] = features["warnings"] + result["warnings"]
-        result["segmentation"] = segmentationNode.GetName()
-        return result
+        return score_label_map(image_on_volume_grid(labels, reference), age, models=self.models(),
+                               source=segmentationNode.GetName())
 
     def estimate(self, segmentationNode, age, referenceVolume=None) -> SurvivalOutcome:
         """Score the segmentation with ``age`` (years) and show the result in its survival nodes.

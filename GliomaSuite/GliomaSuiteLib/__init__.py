@@ -5,6 +5,7 @@ MRML only (no Qt), so everything here also runs on a bare scene from the ``slice
 
 from .SegmentationNodes import (
     image_from_volume_node,
+    image_on_volume_grid,
     ijk_to_ras_from_image,
     ijk_to_ras_from_volume_node,
     labels_from_segmentation_node,
@@ -17,6 +18,7 @@ from .SegmentationNodes import (
 
 __all__ = [
     "image_from_volume_node",
+    "image_on_volume_grid",
     "ijk_to_ras_from_image",
     "ijk_to_ras_from_volume_node",
     "labels_from_segmentation_node",

@@ -14,11 +14,11 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 from . import __version__
 from .errors import CancelledError, GliomaSuiteError
-from .modalities import MODALITIES
+from .modalities import ALWAYS_NEEDED, MODALITIES
 from .progress import Progress
 
 EXIT_USER_ERROR = 2
@@ -77,7 +77,7 @@ def segment_arguments_study(args, progress_update: Callable[[float, str], None],
     else:
         # The shipped default needs all four; a study without T1 or T2 gets the model trained without them
         # (segment_study says which model ran, and refuses a study the chosen model cannot do without).
-        study = load_study(_study_source(args), required=("t1ce", "flair"), log=note)
+        study = load_study(_study_source(args), required=ALWAYS_NEEDED, log=note)
         model, _ = load_model(default_model_for(study.images))
     result = segment_study(study, model=model, device=args.device, tta=args.tta, probabilities=probabilities,
                            window=args.window, progress=progress_update, engine=getattr(args, "engine", "auto"))
@@ -181,7 +181,7 @@ def cmd_calibrate_segmentation(args, progress: Progress) -> dict:
     from .preprocess import prepare
     from .segmentation.cache import find_cases
     from .segmentation.calibration import calibrate
-    from .segmentation.inference import load_model, required_modalities
+    from .segmentation.inference import load_model, required_modalities, with_absent_as_zeros
     from .segmentation.weights import save_weights
     from .study import load_study
 
@@ -200,19 +200,14 @@ def cmd_calibrate_segmentation(args, progress: Progress) -> dict:
     if not folders:
         raise GliomaSuiteError(f"No labelled cases to calibrate on in {args.data}.")
     names = [f.name for f in folders]
-    needed = required_modalities(model)
-    if set(args.without) & set(needed):
-        raise GliomaSuiteError(f"{model.name} cannot do without {', '.join(sorted(set(args.without) & set(needed)))}.")
+    cannot = sorted(set(args.without) & set(required_modalities(model)))
+    if cannot:
+        raise GliomaSuiteError(f"{model.name} cannot do without {', '.join(cannot)}.")
 
     def arrays():
-        import SimpleITK as sitk
-
         for i, folder in enumerate(folders):
             progress.update(i / len(folders), f"Calibrating on {folder.name} ({i + 1}/{len(folders)})")
-            images = dict(load_study(folder).images)
-            for m in args.without:  # as segment_study feeds a missing modality: zeros
-                images[m] = sitk.Image(images["t1ce"]) * 0
-            yield prepare(images).array
+            yield prepare(with_absent_as_zeros(load_study(folder).images, args.without)).array
 
     calibrated = calibrate(model, arrays())
     metadata = dict(metadata, calibration={"from": model.name, "cases": names, "without": list(args.without)})

@@ -40,7 +40,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from .errors import GliomaSuiteError
-from .labels import BACKGROUND, ED, ET, NCR
+from .labels import ED, ET, NCR
 
 #: File name prefix of the demo study.
 DEMO_PREFIX = "GliomaDemo"
@@ -107,9 +107,8 @@ def synthesize_demo_arrays(seed: int = 0, return_tissues: bool = False, tumour: 
     anatomy = _anatomy_on_grid(rng)  # tissue fractions on the brain's bounding box of the grid
     crop, mask = anatomy["crop"], anatomy["mask"]
     gm_a, wm_a, csf_a = anatomy["gm"], anatomy["wm"], anatomy["csf"]
-    with_tumour = tumour
-    tumour = _make_tumour(rng, anatomy) if with_tumour else None
-    labels = tumour["labels"] if with_tumour else np.zeros(mask.shape, dtype=np.uint8)
+    lesion = _make_tumour(rng, anatomy) if tumour else None
+    labels = lesion["labels"] if tumour else np.zeros(mask.shape, dtype=np.uint8)
 
     images = {}
     shape_full = GRID_SIZE[::-1]
@@ -120,7 +119,7 @@ def synthesize_demo_arrays(seed: int = 0, return_tissues: bool = False, tumour: 
         levels = np.array(_INTENSITY[modality]) * scale_global * rng.uniform(0.96, 1.04, len(_TISSUES))
         lv = {name: float(level) for name, level in zip(_TISSUES, levels)}
         normal = gm_a * lv["gm"] + wm_a * lv["wm"] + csf_a * lv["csf"]
-        img = _apply_tumour(normal, tumour, lv) if with_tumour else normal
+        img = _apply_tumour(normal, lesion, lv) if tumour else normal
         img *= 1.0 + texture
         img *= _bias_field(rng, mask.shape, amplitude=0.06)
         # Rician noise, then the slight blur of BraTS' resampling to 1 mm

@@ -24,6 +24,9 @@ from typing import Optional
 
 #: Channel order of every model, and the keys of :attr:`gliomasuite.study.Study.images`.
 MODALITIES = ("t1", "t1ce", "t2", "flair")
+#: The modalities no shipped model can do without; T1 and T2 may be missing (a model trained without
+#: them is then chosen).
+ALWAYS_NEEDED = ("t1ce", "flair")
 
 #: Names for people (notes, messages, Slicer volume names).
 DISPLAY_NAMES = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}

@@ -232,8 +232,7 @@ def main(argv=None):
 
     reference = options[0]
     ref_labels = sitk.GetArrayFromImage(segment(reference)[2].labels)
-    ref_network, _, _ = network_for(model, cpu, "torch")
-    ref_probs = predict_probabilities(ref_network, prepared.array, cpu)
+    ref_probs = predict_probabilities(model, prepared.array, cpu)
     rows = []
     for opt in options[1:] + [reference]:
         fwd, fwd_ref, seg, seg_ref, peak, peak_ref = [], [], [], [], 0, 0
@@ -260,8 +259,7 @@ def main(argv=None):
             if i == 0 and min(seg) > 5 * min(seg_ref):
                 break  # far slower than the reference: one run says enough
         labels = sitk.GetArrayFromImage(result.labels)
-        network = network_for(model, cpu, "onnxruntime")[0] if opt["engine"] == "onnxruntime" else opt["network"]
-        probs = predict_probabilities(network, prepared.array, cpu, window=opt["window"])
+        probs = predict_probabilities(forward_runner(opt) or opt["network"], prepared.array, cpu, window=opt["window"])
         a, b = L.region_masks(labels), L.region_masks(ref_labels)
         row = {
             "option": opt["label"], "runs": len(seg), "setup_s": round(opt["setup_s"], 2),

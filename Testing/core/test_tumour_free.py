@@ -2,8 +2,6 @@
 user is told when a study holds little or no tumour."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +11,9 @@ import torch
 
 from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.segmentation.calibration import calibrate
-from gliomasuite.segmentation.inference import predict_probabilities
+from gliomasuite.segmentation.inference import _pad_to, predict_probabilities
 from gliomasuite.segmentation.weights import load_weights, save_weights
-from test_segmentation import SMALL, _random_vnet  # the same small random networks
+from test_segmentation import SMALL, _random_vnet, _run_training  # the same small networks and runner
 
 DATA = os.environ.get("GLIOMASUITE_DATA")
 CPU = torch.device("cpu")
@@ -39,24 +37,14 @@ def test_calibrated_network_normalises_every_study_with_the_cohort_statistics():
     cohort = calibrate(net, [a, b, c])
     first = next(m for m in cohort.modules() if isinstance(m, torch.nn.InstanceNorm3d))
     with torch.no_grad():
-        inputs = [net.encoder[0].body[0](torch.from_numpy(x)[None]) for x in _padded(net, [a, b, c])]
+        # What predict_probabilities feeds a network without down-sampling: padded to its divisor.
+        inputs = [net.encoder[0].body[0](_pad_to(torch.from_numpy(x)[None], net.divisor)[0]) for x in (a, b, c)]
     means = torch.stack([x.mean(dim=(0, 2, 3, 4)) for x in inputs])
     variances = torch.stack([x.var(dim=(0, 2, 3, 4), unbiased=False) for x in inputs])
     assert torch.allclose(first.running_mean, means.mean(0), atol=1e-5)
     assert torch.allclose(first.running_var, (variances + (means - means.mean(0)) ** 2).mean(0), rtol=1e-4)
     with pytest.raises(ValueError, match="already uses fixed"):
         calibrate(cohort, [a])
-
-
-def _padded(net, arrays):
-    """What predict_probabilities feeds a network without down-sampling: zero-padded to its divisor."""
-    out = []
-    for x in arrays:
-        target = [-(-s // net.divisor) * net.divisor for s in x.shape[1:]]
-        padded = np.zeros((4, *target), np.float32)
-        padded[:, : x.shape[1], : x.shape[2], : x.shape[3]] = x
-        out.append(padded)
-    return out
 
 
 def test_cohort_statistics_survive_the_weights_file_and_run_on_onnx_runtime(tmp_path):
@@ -71,16 +59,12 @@ def test_cohort_statistics_survive_the_weights_file_and_run_on_onnx_runtime(tmp_
     x = torch.randn(1, 4, 32, 16, 48)
     with torch.no_grad():
         expected = loaded(x)
-    pytest.importorskip("onnxruntime")
-    from gliomasuite.segmentation.onnx_runner import OnnxVNet
+    from gliomasuite.segmentation.onnx_runner import OnnxVNet, onnxruntime_available
+
+    if not onnxruntime_available():
+        pytest.skip("onnxruntime and onnx are not installed (pip install '.[onnx]')")
 
     assert torch.allclose(OnnxVNet(loaded, threads=1)(x), expected, atol=1e-4)
-
-
-def _run_training(args):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "GliomaSuite"))
-    return subprocess.run([sys.executable, "-m", "gliomasuite.segmentation.training"] + args, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_fine_tuning_with_cohort_statistics_keeps_them_fixed(tmp_path):
@@ -191,3 +175,18 @@ def test_an_image_that_is_not_a_skull_stripped_brain_is_flagged(tmp_path):
         sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / f"case_{m}.nii.gz"))
     result = segment_study(load_study(tmp_path), device="cpu")
     assert any("may not be skull-stripped brain MRI" in w and "4096 cm3" in w for w in result.warnings)
+
+
+@pytest.mark.skipif(not DATA, reason="GLIOMASUITE_DATA is not set (real BraTS cases needed)")
+def test_no_real_skull_stripped_brain_is_flagged_as_non_brain():
+    """The foreground segment_study measures, for every labelled BraTS brain: inside BRAIN_CM3."""
+    from gliomasuite.preprocess import prepare
+    from gliomasuite.segmentation.cache import find_cases
+    from gliomasuite.segmentation.inference import BRAIN_CM3
+    from gliomasuite.study import load_study
+
+    cases = find_cases(Path(DATA) / "brats")
+    assert cases
+    volumes = {case.name: prepare(load_study(case).images).brain.sum() / 1000.0 for case in cases}
+    outside = {name: v for name, v in volumes.items() if not BRAIN_CM3[0] <= v <= BRAIN_CM3[1]}
+    assert not outside, outside

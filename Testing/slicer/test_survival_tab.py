@@ -31,7 +31,7 @@ from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.labels import ED
 from gliomasuite.survival.features import label_map_features
 from gliomasuite.survival.score import MONTH_DAYS, load_models, score_features, score_label_map
-from GliomaSuiteLib import image_from_volume_node, labels_from_segmentation_node, segmentation_node_from_labels
+from GliomaSuiteLib import image_on_volume_grid, labels_from_segmentation_node, segmentation_node_from_labels
 from GliomaSuiteLib.SurvivalLogic import (
     COHORT_COLOUR,
     CURVES_VIEW_TAG,
@@ -100,8 +100,7 @@ def chart_series(chart) -> dict:
 
 def core_of_labels(labels, reference, age=AGE) -> dict:
     """The core's result for a label-map array on the reference grid (the user's edits included)."""
-    image = sitk.GetImageFromArray(labels)
-    image.CopyInformation(image_from_volume_node(reference))
+    image = image_on_volume_grid(labels, reference)
     full, reduced = load_models()
     return score_features(label_map_features(image)["shape"], full, reduced, age=age)
 

@@ -46,7 +46,8 @@ MIN_TOTAL_ET_VOXELS = 200
 #: model labelled in tumour-free brains of its training cases (mirrored, see segmentation.negatives).
 NEAR_EMPTY_CM3 = 1.0
 #: Foreground volumes (cm3) that look like a skull-stripped brain; outside them the user is warned that
-#: the input may be an unstripped head or not a brain (the 25 BraTS brains here: 1174-1747 cm3).
+#: the input may be an unstripped head or not a brain (every labelled BraTS brain in the test data lies
+#: inside: Testing/core/test_tumour_free.py).
 BRAIN_CM3 = (700, 2500)
 #: What runs the network's forward pass: ``auto`` is ONNX Runtime on the CPU when it is installed and
 #: PyTorch otherwise (and always on a GPU); ``torch`` and ``onnxruntime`` force one.
@@ -233,6 +234,18 @@ def segment_prepared(model, prepared: PreparedStudy, device: torch.device, tta: 
     return postprocess(probs, prepared.brain), probs
 
 
+def with_absent_as_zeros(images: Dict[str, object], absent) -> Dict[str, object]:
+    """``images`` (modality -> image) plus an all-zero image on the T1ce grid for each ``absent``
+    modality: how a network trained with modality dropout sees a missing one (zscore_brain leaves a
+    constant image at 0, the brain's mean, exactly as dropout does in training)."""
+    import SimpleITK as sitk
+
+    filled = dict(images)
+    for m in absent:
+        filled[m] = sitk.Image(images["t1ce"]) * 0
+    return filled
+
+
 def segment_study(study, model=None, device: str = "auto", tta: bool = False, probabilities: bool = False,
                   window: Optional[int] = None, progress: Callable[[float, str], None] = None,
                   engine: str = "auto") -> SegmentationResult:
@@ -249,18 +262,12 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
         raise GliomaSuiteError(f"This model needs {', '.join(m.upper() for m in needed)}; the study has no "
                                f"{' or '.join(m.upper() for m in missing)}.")
     warnings = []
-    images = dict(study.images)
-    absent = [m for m in ("t1", "t2") if m not in images]
+    absent = [m for m in ("t1", "t2") if m not in study.images]
     if absent:
-        # Trained with T1/T2 dropout: an absent channel is fed as zeros (zscore_brain leaves a constant
-        # image at 0, the brain's mean), exactly as in training.
         model_name = getattr(model, "name", "the model")
         warnings.append(f"No {' or '.join(a.upper() for a in absent)} in this study: segmented with {model_name}, "
                         "trained without them; expect lower accuracy (see its model card).")
-        import SimpleITK as sitk
-
-        for m in absent:
-            images[m] = sitk.Image(study.reference) * 0
+    images = with_absent_as_zeros(study.images, absent)
     report(0.05, "Preparing the images (orientation, 1 mm, brain crop, normalisation)")
     prepared = prepare(images)
     if not prepared.brain.any():
@@ -268,8 +275,8 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
     foreground_cm3 = float(prepared.brain.sum()) / 1000.0  # 1 mm voxels
     if not BRAIN_CM3[0] <= foreground_cm3 <= BRAIN_CM3[1]:
         warnings.append(f"The images' foreground is {foreground_cm3:.0f} cm3, but a skull-stripped brain is about "
-                        f"{BRAIN_CM3[0]}-{BRAIN_CM3[1]} cm3 (the BraTS brains: 1174-1747 cm3). This may not be "
-                        "skull-stripped brain MRI (or not brain at all); the segmentation may be meaningless.")
+                        f"{BRAIN_CM3[0]}-{BRAIN_CM3[1]} cm3. This may not be skull-stripped brain MRI (or not brain "
+                        "at all); the segmentation may be meaningless.")
     torch_device = choose_device(device)
     network, engine_used, problem = network_for(model, torch_device, engine)
     if problem:

@@ -26,7 +26,7 @@ import SimpleITK as sitk
 
 from ..errors import GliomaSuiteError
 from ..modalities import MODALITIES
-from ..study import find_segmentation, find_study_files
+from ..study import find_segmentation, load_study
 
 #: Voxels of tumour-free margin required between the tumour and the mid-sagittal plane.
 MIN_MARGIN = 4
@@ -67,11 +67,10 @@ def mirror_healthy_hemisphere(case_folder: Union[str, Path]) -> Tuple[Dict[str, 
     (or comes within :data:`MIN_MARGIN` voxels of it) or its brain is not symmetric enough.
     """
     folder = Path(case_folder)
-    files = find_study_files(folder)
     seg_path = find_segmentation(folder)
     if seg_path is None:
         raise GliomaSuiteError(f"{folder.name}: no label map, so no way to know which hemisphere is free.")
-    images = {m: sitk.ReadImage(str(files[m])) for m in MODALITIES}
+    images = load_study(folder).images
     arrays = {m: sitk.GetArrayFromImage(images[m]) for m in MODALITIES}
     brain = np.any(np.stack([a > 0 for a in arrays.values()]), axis=0)
     m, symmetry = midline(brain)

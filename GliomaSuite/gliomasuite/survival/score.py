@@ -366,16 +366,17 @@ def _blank(value):
 # one patient from a label map
 
 
-def score_label_map(seg, age, out_dir=None, model=None, note=lambda m: None, source=None) -> dict:
+def score_label_map(seg, age, out_dir=None, model=None, note=lambda m: None, source=None, models=None) -> dict:
     """Features of a label map (a file or a SimpleITK image) + age, scored; with ``out_dir``, also
     written as ``survival.json`` and ``survival.png`` there (:func:`write_patient_result`).
 
     ``source`` is what the result names as the segmentation (default: the label map's path).
+    ``models`` is a ``(full, reduced)`` pair already loaded by :func:`load_models` (else ``model`` is loaded).
     """
     from .features import label_map_features
 
     age = cox.check_value("age", age)
-    full, reduced = load_models(model)
+    full, reduced = models or load_models(model)
     features = label_map_features(seg)
     result = score_features(features["shape"], full, reduced, age=age)
     result["features"] = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
