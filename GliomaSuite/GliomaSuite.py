@@ -268,6 +268,10 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentButton.enabled = False
             self.ui.statusLabel.text = _("Cancelling...")
             return
+        self._startSegmentation()
+
+    def _startSegmentation(self, skipBrainCheck: bool = False):
+        segmentLogic = self.logic.segmentLogic
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = _("Starting...")
         try:
@@ -276,7 +280,7 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 segmentLogic.startSegmentation(
                     self._inputs(), device=self._parameterNode.device.value,
                     tta=self._parameterNode.quality == Quality.TTA, outputNode=self._parameterNode.segmentation,
-                    onProgress=self.onProgress, onFinished=self.onFinished)
+                    skipBrainCheck=skipBrainCheck, onProgress=self.onProgress, onFinished=self.onFinished)
         except GliomaSuiteError as error:
             self.ui.statusLabel.text = ""
             slicer.util.errorDisplay(str(error), windowTitle=_("GliomaSuite"))
@@ -328,6 +332,13 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Segmentation failed (see the message).")
+            if outcome.brainCheck:  # the user may know better than the check: ask, never assume
+                if slicer.util.confirmYesNoDisplay(outcome.errorMessage + "\n\n" + _("Segment anyway?"),
+                                                   windowTitle=_("GliomaSuite")):
+                    self._startSegmentation(skipBrainCheck=True)
+                else:
+                    self.ui.statusLabel.text = _("Not segmented: the volumes failed the brain check.")
+                return
             slicer.util.errorDisplay(outcome.errorMessage, windowTitle=_("GliomaSuite"))
 
     # --- Survival ------------------------------------------------------------------------------------

@@ -87,6 +87,9 @@ class SegmentOutcome:
     errorMessage: str = ""
     device: str = ""                             # "cpu" or "cuda", as the core reports it
     seconds: float = 0.0
+    #: Why the core's brain check refused the volumes ("failed", scene untouched); the user may
+    #: segment anyway (startSegmentation's skipBrainCheck).
+    brainCheck: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -177,7 +180,7 @@ class SegmentLogic:
         return self._job is not None
 
     def startSegmentation(self, inputs: Dict[str, object], device: str = "auto", tta: bool = False,
-                          outputNode=None, overwrite: bool = False, workFolder=None,
+                          outputNode=None, overwrite: bool = False, workFolder=None, skipBrainCheck: bool = False,
                           onProgress: Optional[Callable[[float, str], None]] = None,
                           onNote: Optional[Callable[[str], None]] = None,
                           onFinished: Optional[Callable[[SegmentOutcome], None]] = None) -> BackgroundProcess:
@@ -187,6 +190,9 @@ class SegmentLogic:
         segmentation node. ``workFolder`` keeps the exported volumes and the core's label map (by
         default a temporary folder, removed afterwards). The callbacks run in the thread that calls
         :meth:`poll` / :meth:`waitForCompletion`; ``onFinished`` always gets the :class:`SegmentOutcome`.
+        Volumes that fail the core's brain check (not skull-stripped brain MRI, one volume chosen for
+        two sequences) end "failed" with ``outcome.brainCheck`` saying why, and nothing is added to
+        the scene; ``skipBrainCheck`` segments them anyway, for the user who knows better.
         """
         if self.isRunning:
             raise GliomaSuiteError("A segmentation is already running; wait for it to finish or cancel it first.")
@@ -206,6 +212,8 @@ class SegmentLogic:
             arguments += ["-o", str(folder / LABELS_FILE), "--overwrite", "--device", device]
             if tta:
                 arguments.append("--tta")
+            if skipBrainCheck:
+                arguments.append("--skip-brain-check")
             if self.model:
                 arguments += ["--model", str(self.model)]
             job.process = BackgroundProcess(
@@ -253,6 +261,12 @@ class SegmentLogic:
         job = self._job
         outcome = SegmentOutcome(DONE, device=result.get("device", ""), notes=list(job.process.notes))
         job.outcome = outcome
+        if result.get("brain_check"):  # the core did not segment: leave the scene (and any result in it) alone
+            outcome.state, outcome.brainCheck = FAILED, list(result["brain_check"])
+            outcome.errorMessage = (
+                "These volumes were not segmented: " + "; ".join(outcome.brainCheck) + ". Segment anyway only if "
+                "they are skull-stripped brain MRI with each sequence in its place.")
+            return
         try:
             outcome.segmentationNode, keptEdited = self._loadJobResult(job)
             outcome.tableNode = self.volumeTable(outcome.segmentationNode)

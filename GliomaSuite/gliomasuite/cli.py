@@ -80,7 +80,8 @@ def segment_arguments_study(args, progress_update: Callable[[float, str], None],
         study = load_study(_study_source(args), required=ALWAYS_NEEDED, log=note)
         model, _ = load_model(default_model_for(study.images))
     result = segment_study(study, model=model, device=args.device, tta=args.tta, probabilities=probabilities,
-                           window=args.window, progress=progress_update, engine=getattr(args, "engine", "auto"))
+                           window=args.window, progress=progress_update, engine=getattr(args, "engine", "auto"),
+                           check_brain=not args.skip_brain_check)
     for warning in result.warnings:
         note(warning)
     return study, result
@@ -98,7 +99,7 @@ def cmd_segment(args, progress: Progress) -> dict:
         write_image_atomically(result.probabilities, Path(args.probabilities))
     summary = {"output": str(output), "device": result.device, "engine": result.engine, "model": result.model,
                "volumes_cm3": {k: round(v, 3) for k, v in result.volumes_cm3.items()},
-               "warnings": result.warnings}
+               "warnings": result.warnings, "brain_check": result.brain_check}
     if args.probabilities:
         summary["probabilities"] = str(args.probabilities)
     if not progress.json_lines:
@@ -294,6 +295,10 @@ def cmd_survival(args, progress: Progress) -> dict:
     else:
         _, segmentation = segment_arguments_study(
             args, lambda f, m: progress.update(SEGMENTATION_SHARE * f, m), progress.note, args.segmentation_model)
+        if segmentation.brain_check:
+            raise GliomaSuiteError("The study was not segmented, so there is nothing to score (nothing was written): "
+                                   + "; ".join(segmentation.brain_check) + ". If it is skull-stripped brain MRI "
+                                   "with each sequence in its place, run again with --skip-brain-check.")
         if segmentation.volumes_cm3["WT"] == 0:
             raise GliomaSuiteError("The segmentation found no tumour in this study, so there is nothing to score "
                                    "(nothing was written); check that the study shows a glioma, or give a label map "
@@ -342,6 +347,13 @@ def _add_study_arguments(p: argparse.ArgumentParser, as_option: bool = False) ->
         p.add_argument(f"--{m}", metavar="FILE", help=f"the {label} image, when names do not say it")
 
 
+def _add_brain_check_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-brain-check", action="store_true",
+                   help="segment even if the images do not look like skull-stripped brain MRI with each sequence "
+                        "in its place (by default such a study is not segmented: the map is empty and a warning "
+                        "says why)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gliomasuite", description=(
         "Glioma MRI: segmentation (necrotic core, edema, enhancing tumour) from T1, T1ce, T2 and FLAIR."))
@@ -361,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
                    help="what runs the network on the CPU (auto: ONNX Runtime when installed, else PyTorch)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _add_brain_check_argument(p)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("demo", help="make the embedded synthetic study, segment it and score it")
@@ -421,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="for segmenting --study")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation when segmenting --study")
     p.add_argument("--window", type=int, help="sliding-window size in network voxels when segmenting --study")
+    _add_brain_check_argument(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_survival)
     return parser

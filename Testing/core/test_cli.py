@@ -324,3 +324,28 @@ def test_segment_runs_on_the_engine_asked_for_and_reports_it(tmp_path, engine):
     done = [json.loads(line) for line in result.stdout.splitlines() if line.strip()][-1]
     assert done["event"] == "done" and done["result"]["engine"] == engine
     assert done["result"]["volumes_cm3"]["WT"] > 10
+
+
+@needs_model
+def test_a_study_that_is_not_brain_mri_gets_an_empty_map_and_the_reason(tmp_path):
+    from test_brain_check import write_tissue_box
+
+    study = write_tissue_box(tmp_path / "box")
+    out = tmp_path / "seg.nii.gz"
+    result = run_cli("--json-progress", "segment", study, "-o", out, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    done = [json.loads(line) for line in result.stdout.splitlines() if line.strip()][-1]
+    assert done["event"] == "done" and done["result"]["volumes_cm3"]["WT"] == 0
+    assert any("4096 cm3" in problem for problem in done["result"]["brain_check"])
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(out))).any()
+
+    # Survival has nothing to score: one sentence naming the way out, nothing written.
+    scored = run_cli("survival", "--study", study, "--age", "60", "-o", tmp_path / "survival", "--device", "cpu")
+    assert_one_sentence_error(scored, "not segmented", "--skip-brain-check")
+    assert not (tmp_path / "survival").exists()
+
+    forced = run_cli("--json-progress", "segment", study, "-o", out, "--overwrite", "--device", "cpu",
+                     "--skip-brain-check")
+    assert forced.returncode == 0, forced.stderr
+    done = [json.loads(line) for line in forced.stdout.splitlines() if line.strip()][-1]
+    assert done["result"]["brain_check"] == [] and done["result"]["engine"]

@@ -386,6 +386,29 @@ def test_without_t1_and_t2_the_tab_segments_with_the_model_trained_without_them(
     assert (labels > 0).sum() > 10000  # a tumour of several cm3, not an empty map
 
 
+def test_volumes_that_are_not_brain_mri_leave_the_scene_alone_until_the_user_says_go_on(mrml, weights, tmp_path):
+    """The core's brain check refuses a box of tissue; the tab adds nothing (a previous result stays
+    as it was) and says why, and segments only when asked again with skipBrainCheck."""
+    from test_brain_check import write_tissue_box  # Testing/core, on pytest's pythonpath
+
+    box = write_tissue_box(tmp_path / "box")
+    load_volumes(mrml, {m: box / f"case_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")})
+    logic = SegmentLogic(mrml.scene, mrml.app_logic, model=weights)
+    scene_before = node_ids(mrml.scene)
+
+    logic.startSegmentation(logic.inputsFromNodeNames(), device="cpu")
+    refused = logic.waitForCompletion(timeout=RUN_TIMEOUT_S)
+    assert refused.state == FAILED and refused.segmentationNode is None
+    assert any("4096 cm3" in problem for problem in refused.brainCheck), refused.brainCheck
+    assert refused.errorMessage.startswith("These volumes were not segmented") and "4096 cm3" in refused.errorMessage
+    assert node_ids(mrml.scene) == scene_before
+
+    logic.startSegmentation(logic.inputsFromNodeNames(), device="cpu", skipBrainCheck=True)
+    forced = logic.waitForCompletion(timeout=RUN_TIMEOUT_S)
+    assert forced.state == DONE and forced.segmentationNode is not None and not forced.brainCheck
+    assert any("brain check failed" in note for note in forced.notes), forced.notes
+
+
 def test_a_process_that_dies_without_a_word_still_gets_an_explanation():
     errors = []
     process = BackgroundProcess(["segment"], onError=errors.append).start()  # no output named: argparse exits
