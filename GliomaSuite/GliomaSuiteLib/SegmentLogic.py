@@ -35,6 +35,7 @@ import vtk
 from vtkmodules.util import numpy_support
 
 import slicer
+from gliomasuite.brain_check import what_to_do
 from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.labels import SUBREGIONS, volumes_cm3
 from gliomasuite.modalities import ALWAYS_NEEDED, MODALITIES, display_name, identify_text
@@ -264,8 +265,9 @@ class SegmentLogic:
         if result.get("brain_check"):  # the core did not segment: leave the scene (and any result in it) alone
             outcome.state, outcome.brainCheck = FAILED, list(result["brain_check"])
             outcome.errorMessage = (
-                "These volumes were not segmented: " + "; ".join(outcome.brainCheck) + ". Segment anyway only if "
-                "they are skull-stripped brain MRI with each sequence in its place.")
+                "These volumes were not segmented: " + "; ".join(outcome.brainCheck) + "." +
+                what_to_do(outcome.brainCheck) + " Segment anyway only if they are skull-stripped brain MRI with "
+                "each sequence in its place.")
             return
         try:
             outcome.segmentationNode, keptEdited = self._loadJobResult(job)

@@ -15,7 +15,8 @@ import SimpleITK as sitk
 
 from gliomasuite.demo import make_demo_study
 from gliomasuite.preprocess import prepare
-from gliomasuite.segmentation.inference import BRAIN_CM3, BRAIN_FILL, input_problems, segment_study
+from gliomasuite.brain_check import BRAIN_CM3, BRAIN_FILL, input_problems
+from gliomasuite.segmentation.inference import segment_study
 from gliomasuite.study import load_study
 
 DATA = os.environ.get("GLIOMASUITE_DATA")

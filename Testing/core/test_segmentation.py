@@ -156,12 +156,13 @@ def _random_vnet(**config):
 @pytest.mark.parametrize("config", [SMALL, dict(channels=(4, 8, 16), encoder_convs=(2, 1, 3), decoder_convs=(2, 1),
                                                 deep_supervision=False)])
 def test_onnx_runtime_twin_computes_the_vnet_forward_pass(config):
-    from gliomasuite.segmentation.onnx_runner import OnnxVNet, onnxruntime_available
+    from gliomasuite.segmentation.onnx_runner import OnnxVNet, onnxruntime_available, vnet_to_onnx
 
     if not onnxruntime_available():
         pytest.skip("onnxruntime and onnx are not installed (pip install '.[onnx]')")
 
     net = _random_vnet(**config)
+    vnet_to_onnx(net.eval(), check=True)  # a valid ONNX graph by onnx's own checker, not only ORT's loader
     x = torch.randn(2, 4, 32, 16, 48)
     with torch.no_grad():
         expected = net(x)

@@ -218,16 +218,23 @@ def test_tumour_shows_in_3d_beside_the_t1ce_volume_rendering(mrml, case_volumes,
     assert rendering.GetVisibility() and rendering.GetVolumePropertyNode() is not None
 
     png = tmp_path / "segment_tab_3d.png"
-    with_tumour = render_from_above(threed_view, png)
-    node.GetDisplayNode().SetVisibility(False)
-    brain_only = threed_view.capture(tmp_path / "t1ce_only.png")
+    with_tumour, brain_only = assert_tumour_shows_in_3d(threed_view, node, png)
     lit = brain_only.max(axis=2) > 30
     assert lit.mean() > 0.15, f"the T1ce volume rendering hardly shows in {png}"
-    # The tumour surfaces change the picture, in their colours: edema green, necrotic core red.
+    changed = np.abs(with_tumour.astype(int) - brain_only.astype(int)).sum(axis=2) > 60
+    assert (changed & colour_dominant(with_tumour, 0)).sum() > 30, f"no necrotic core (red) in {png}"
+
+
+def assert_tumour_shows_in_3d(threed_view, segmentation_node, png):
+    """Render from above with and without the segments: the tumour surfaces must change the picture,
+    edema in its green. Returns both renders (the one with the tumour is also written to ``png``)."""
+    with_tumour = render_from_above(threed_view, png)
+    segmentation_node.GetDisplayNode().SetVisibility(False)
+    brain_only = threed_view.capture()
     changed = np.abs(with_tumour.astype(int) - brain_only.astype(int)).sum(axis=2) > 60
     assert changed.mean() > 0.01, f"the tumour hardly shows in {png}"
     assert (changed & colour_dominant(with_tumour, 1)).sum() > 300, f"no edema (green) in {png}"
-    assert (changed & colour_dominant(with_tumour, 0)).sum() > 30, f"no necrotic core (red) in {png}"
+    return with_tumour, brain_only
 
 
 def render_from_above(threed_view, png):
@@ -263,14 +270,9 @@ def test_shipped_model_segments_a_held_out_case_and_the_result_shows_in_3d(mrml,
 
     logic.showVolumeRendering(volumes["t1ce"])
     png = tmp_path / "segment-tab-3d.png"
-    with_tumour = render_from_above(threed_view, png)
-    outcome.segmentationNode.GetDisplayNode().SetVisibility(False)
-    brain_only = threed_view.capture()
+    assert_tumour_shows_in_3d(threed_view, outcome.segmentationNode, png)
     if os.environ.get("GLIOMASUITE_SCREENSHOTS"):
         shutil.copy(png, Path(os.environ["GLIOMASUITE_SCREENSHOTS"]) / png.name)
-    changed = np.abs(with_tumour.astype(int) - brain_only.astype(int)).sum(axis=2) > 60
-    assert changed.mean() > 0.01, f"the tumour hardly shows in {png}"
-    assert (changed & colour_dominant(with_tumour, 1)).sum() > 300, f"no edema (green) in {png}"
 
 
 @needs_case

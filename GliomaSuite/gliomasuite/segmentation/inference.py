@@ -14,14 +14,15 @@ PyTorch runs on the CPU too.
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from .. import labels as L
 from ..errors import GliomaSuiteError
-from ..modalities import MODALITIES, display_name
+from ..brain_check import input_problems, what_to_do
+from ..modalities import MODALITIES
 from ..preprocess import PreparedStudy, prepare, restore_labels, restore_probabilities
 from .onnx_runner import OnnxVNet, onnxruntime_available
 from .weights import load_weights
@@ -45,18 +46,6 @@ MIN_TOTAL_ET_VOXELS = 200
 #: A whole tumour smaller than this (cm3) is reported as possibly no tumour at all: the most the shipped
 #: model labelled in tumour-free brains of its training cases (mirrored, see segmentation.negatives).
 NEAR_EMPTY_CM3 = 1.0
-#: The brain check (:func:`input_problems`). A study outside these is not segmented unless the user
-#: says to go on (``check_brain=False``, ``--skip-brain-check``): the V-Net only saw skull-stripped
-#: brains, and on anything else it labels tissue at random. Every labelled BraTS brain and the
-#: unlabelled real case in the test data pass (Testing/core/test_brain_check.py measures them: 1174-1747
-#: cm3, filling 36-42% of their bounding box, no two sequences correlated above 0.88).
-#: Foreground (voxels above zero, 1 mm) of a skull-stripped adult brain, cm3:
-BRAIN_CM3 = (700, 2500)
-#: Fraction of its bounding box the foreground fills: near 1 when the background is not zero (an
-#: unstripped acquisition keeps its noise) or the image is a box of tissue.
-BRAIN_FILL = (0.25, 0.60)
-#: Two sequences correlated this closely inside the brain are one image chosen twice.
-SAME_IMAGE_CORRELATION = 0.995
 #: What runs the network's forward pass: ``auto`` is ONNX Runtime on the CPU when it is installed and
 #: PyTorch otherwise (and always on a GPU); ``torch`` and ``onnxruntime`` force one.
 ENGINES = ("auto", "torch", "onnxruntime")
@@ -71,7 +60,7 @@ class SegmentationResult:
     device: str = "cpu"
     engine: str = "torch"                  # what ran the network: "torch", "onnxruntime", "" if it did not run
     model: str = ""                        # registered name or weights file (load_model's model.name)
-    #: Why the brain check refused the study (see input_problems); then the map is empty and the
+    #: Why the brain check refused the study (see gliomasuite.brain_check); then the map is empty and the
     #: network did not run. Empty when the check passed or was skipped.
     brain_check: List[str] = field(default_factory=list)
 
@@ -257,44 +246,12 @@ def with_absent_as_zeros(images: Dict[str, object], absent) -> Dict[str, object]
     return filled
 
 
-def input_problems(prepared: PreparedStudy, present: Sequence[str]) -> List[str]:
-    """Why ``prepared`` does not look like a skull-stripped brain MRI study, in words (empty if it does).
-
-    ``present`` names the modalities the user gave (absent ones are zeros and are not compared).
-    Cheap (a few tenths of a second) next to the network, and independent of it.
-    """
-    problems = []
-    foreground_cm3 = float(prepared.brain.sum()) / 1000.0  # 1 mm voxels
-    if not BRAIN_CM3[0] <= foreground_cm3 <= BRAIN_CM3[1]:
-        hint = ("a head with its skull, or another body part" if foreground_cm3 > BRAIN_CM3[1]
-                else "only part of the brain, or not a brain")
-        problems.append(f"the foreground (voxels above zero) is {foreground_cm3:.0f} cm3, while a skull-stripped "
-                        f"brain is {BRAIN_CM3[0]}-{BRAIN_CM3[1]} cm3 ({hint}?)")
-    fill = float(prepared.brain.mean())
-    if not BRAIN_FILL[0] <= fill <= BRAIN_FILL[1]:
-        problems.append(f"the foreground fills {fill:.0%} of its bounding box, while a brain fills "
-                        f"{BRAIN_FILL[0]:.0%}-{BRAIN_FILL[1]:.0%} (a background that is not zero, as in images "
-                        "that are not skull-stripped?)")
-    channels = [i for i, m in enumerate(MODALITIES) if m in present]
-    # Every 8th brain voxel (some 180,000 in an adult brain): the same correlation, an eighth of the time.
-    inside = prepared.array[channels][:, prepared.brain][:, ::8]
-    if inside.shape[1] > 1:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            correlation = np.corrcoef(inside)
-        for a in range(len(channels)):
-            for b in range(a + 1, len(channels)):
-                if correlation[a, b] >= SAME_IMAGE_CORRELATION:
-                    names = [display_name(MODALITIES[channels[a]]), display_name(MODALITIES[channels[b]])]
-                    problems.append(f"{names[0]} and {names[1]} are the same image (correlation "
-                                    f"{correlation[a, b]:.3f} inside the brain): choose the right volume for each")
-    return problems
-
-
 def _not_segmented(prepared: PreparedStudy, problems: List[str], warnings: List[str], model,
                    probabilities: bool) -> SegmentationResult:
     warnings.append("Not segmented: these images do not look like skull-stripped brain MRI with each sequence in "
-                    "its place: " + "; ".join(problems) + ". The label map is empty. If they are, run again with "
-                    "--skip-brain-check (in Slicer, answer Yes when asked to segment anyway).")
+                    "its place: " + "; ".join(problems) + "." + what_to_do(problems) + " The label map is empty. "
+                    "If they are skull-stripped brain MRI, run again with --skip-brain-check (in Slicer, answer Yes "
+                    "when asked to segment anyway).")
     empty = restore_labels(np.zeros(prepared.shape, np.uint8), prepared)
     zeros = restore_probabilities(np.zeros((3,) + prepared.shape, np.float32), prepared) if probabilities else None
     return SegmentationResult(empty, zeros, volumes_cm3(empty), warnings, "", "", getattr(model, "name", ""),
@@ -307,8 +264,9 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
     """Segment a loaded :class:`gliomasuite.study.Study`; the result is on its T1ce grid.
 
     ``engine`` picks what runs the network (see :data:`ENGINES`); the result says which did.
-    ``check_brain``: a study that fails :func:`input_problems` is not segmented; the result is an
-    empty map whose ``brain_check`` and warnings say why. False segments it anyway (and warns).
+    ``check_brain``: a study that fails the brain check (:mod:`gliomasuite.brain_check`) is not
+    segmented; the result is an empty map whose ``brain_check`` and warnings say why. False
+    segments it anyway (and warns).
     """
     report = progress or (lambda f, m: None)
     if model is None:
