@@ -303,8 +303,9 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.exception("GliomaSuite: handling the segmentation's progress failed")
             slicer.util.errorDisplay(_("Segmentation stopped: {error}").format(error=error),
                                      windowTitle=_("GliomaSuite"), detailedText=traceback.format_exc())
-            running = False
-        if not running:
+            self._updateSegmentButton()
+            return
+        if not running and not self.logic.segmentLogic.isRunning:  # (a new job may have started meanwhile)
             self.pollTimer.stop()
             self._updateSegmentButton()
 
@@ -335,7 +336,8 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if outcome.brainCheck:  # the user may know better than the check: ask, never assume
                 if slicer.util.confirmYesNoDisplay(outcome.errorMessage + "\n\n" + _("Segment anyway?"),
                                                    windowTitle=_("GliomaSuite")):
-                    self._startSegmentation(skipBrainCheck=True)
+                    # Not from here: this runs inside onPollTimer, which stops the timer when it returns.
+                    qt.QTimer.singleShot(0, lambda: self._startSegmentation(skipBrainCheck=True))
                 else:
                     self.ui.statusLabel.text = _("Not segmented: the volumes failed the brain check.")
                 return

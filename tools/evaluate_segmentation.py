@@ -52,7 +52,10 @@ def main(argv=None):
         study = load_study(folder)
         for modality in args.without:
             del study.images[modality]
-        return segment_study(study, model=model, device="cpu", tta=args.tta)
+        result = segment_study(study, model=model, device="cpu", tta=args.tta)
+        if result.brain_check:  # an empty map scored as Dice 0 would blame the model for the check
+            sys.exit(f"{folder}: not segmented, the brain check refused it: {'; '.join(result.brain_check)}")
+        return result
 
     results, timings = {}, {}
     for name in args.cases:

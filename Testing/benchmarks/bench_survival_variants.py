@@ -131,6 +131,8 @@ def main(argv=None):
                         help="ridge penalties to choose from (default: fit-survival's)")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
+    if len(args.grid) < 2:
+        parser.error("--grid needs at least two penalties: 'selected inside CV' picks by the inner C-index over them")
     table = args.table or Path(os.environ["GLIOMASUITE_DATA"]) / TABLE
     frame = pd.read_csv(table)
     data = columns(frame)

@@ -396,19 +396,40 @@ def test_volumes_that_are_not_brain_mri_leave_the_scene_alone_until_the_user_say
     box = write_tissue_box(tmp_path / "box")
     load_volumes(mrml, {m: box / f"case_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")})
     logic = SegmentLogic(mrml.scene, mrml.app_logic, model=weights)
+    inputs = logic.inputsFromNodeNames()
+    reference = sitk.ReadImage(str(box / "case_t1ce.nii.gz"))
+    earlier = np.zeros(reference.GetSize()[::-1], np.uint8)
+    earlier[60:90, 60:90, 60:90] = 2
+    earlier = sitk.GetImageFromArray(earlier)
+    earlier.CopyInformation(reference)
+    previous = logic.loadResult(earlier, inputs["t1ce"])  # an earlier, unedited result the run would update
     scene_before = node_ids(mrml.scene)
+    voxels_before = labels_from_segmentation_node(previous, inputs["t1ce"])
 
-    logic.startSegmentation(logic.inputsFromNodeNames(), device="cpu")
+    logic.startSegmentation(inputs, device="cpu", outputNode=previous)
     refused = logic.waitForCompletion(timeout=RUN_TIMEOUT_S)
     assert refused.state == FAILED and refused.segmentationNode is None
     assert any("4096 cm3" in problem for problem in refused.brainCheck), refused.brainCheck
     assert refused.errorMessage.startswith("These volumes were not segmented") and "4096 cm3" in refused.errorMessage
+    assert "skull-strip" in refused.errorMessage
     assert node_ids(mrml.scene) == scene_before
+    assert np.array_equal(labels_from_segmentation_node(previous, inputs["t1ce"]), voxels_before)
 
-    logic.startSegmentation(logic.inputsFromNodeNames(), device="cpu", skipBrainCheck=True)
+    logic.startSegmentation(inputs, device="cpu", skipBrainCheck=True)
     forced = logic.waitForCompletion(timeout=RUN_TIMEOUT_S)
     assert forced.state == DONE and forced.segmentationNode is not None and not forced.brainCheck
     assert any("brain check failed" in note for note in forced.notes), forced.notes
+
+
+def test_the_slicer_glue_imports_without_pytorch():
+    """Slicer loads the module before PyTorch is installed (the first Segment installs it, after asking)."""
+    import subprocess
+
+    module_dir = Path(__file__).resolve().parents[2] / "GliomaSuite"
+    code = ("import sys; sys.modules['torch'] = None; sys.path.insert(0, sys.argv[1]); "
+            "import GliomaSuiteLib.SegmentLogic, GliomaSuiteLib.SurvivalLogic, gliomasuite.brain_check")
+    result = subprocess.run([sys.executable, "-c", code, str(module_dir)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_process_that_dies_without_a_word_still_gets_an_explanation():

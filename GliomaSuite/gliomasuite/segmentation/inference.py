@@ -278,10 +278,6 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
                                f"{' or '.join(m.upper() for m in missing)}.")
     warnings = []
     absent = [m for m in ("t1", "t2") if m not in study.images]
-    if absent:
-        model_name = getattr(model, "name", "the model")
-        warnings.append(f"No {' or '.join(a.upper() for a in absent)} in this study: segmented with {model_name}, "
-                        "trained without them; expect lower accuracy (see its model card).")
     images = with_absent_as_zeros(study.images, absent)
     report(0.05, "Preparing the images (orientation, 1 mm, brain crop, normalisation)")
     prepared = prepare(images)
@@ -294,6 +290,10 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
     if problems:
         warnings.append("Segmented although the brain check failed (as asked): " + "; ".join(problems) +
                         ". The label map may be meaningless.")
+    if absent:
+        model_name = getattr(model, "name", "the model")
+        warnings.append(f"No {' or '.join(a.upper() for a in absent)} in this study: segmented with {model_name}, "
+                        "trained without them; expect lower accuracy (see its model card).")
     torch_device = choose_device(device)
     network, engine_used, problem = network_for(model, torch_device, engine)
     if problem:
