@@ -92,6 +92,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="also torch.compile and torch.jit (slow set-up)")
+    parser.add_argument("--model", default="vnet-brats-v2",
+                        help="one network (default vnet-brats-v2, a member of the shipped default ensemble, "
+                             "which runs each member the same way)")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
 
@@ -107,7 +110,7 @@ def main(argv=None):
     from gliomasuite.segmentation.onnx_runner import onnxruntime_available
     from gliomasuite.study import load_study
 
-    case, model = real_case_and_model(args.case, args.threads)
+    case, model = real_case_and_model(args.case, args.threads, args.model)
     cpu = torch.device("cpu")
     engines = ["torch"] + (["onnxruntime"] if onnxruntime_available() else [])
     report = {"case": args.case, "threads": args.threads, "repeat": args.repeat, "torch": torch.__version__}

@@ -2,7 +2,7 @@
 
 Not a test: run it by hand (it needs GLIOMASUITE_DATA and the shipped model).
 
-    GLIOMASUITE_DATA=../shared/data .venv/bin/python Testing/benchmarks/bench_segment.py [--threads 2]
+    GLIOMASUITE_DATA=../shared/data .venv/bin/python Testing/benchmarks/bench_segment.py [--threads 2] [--model M]
 
 Both are timed in this one process with the same thread count: (1) our whole ``segment`` path
 (load the study, preprocess, V-Net, post-process, map back onto the input grid), best of
@@ -51,9 +51,9 @@ class PeakRSS:
         self.peak = max(self.peak, self._rss())
 
 
-def real_case_and_model(case_name: str, threads: int):
-    """The real case's folder under $GLIOMASUITE_DATA/brats and the shipped model, with PyTorch on
-    ``threads`` threads (what both benchmarks start from)."""
+def real_case_and_model(case_name: str, threads: int, model_name=None):
+    """The real case's folder under $GLIOMASUITE_DATA/brats and the model (default: the shipped
+    default), with PyTorch on ``threads`` threads (what both benchmarks start from)."""
     import torch
 
     from gliomasuite.segmentation.inference import load_model
@@ -62,7 +62,7 @@ def real_case_and_model(case_name: str, threads: int):
     data = os.environ.get("GLIOMASUITE_DATA")
     if not data:
         sys.exit("Set GLIOMASUITE_DATA to the shared data folder (it holds the real case).")
-    return Path(data) / "brats" / case_name, load_model()[0]
+    return Path(data) / "brats" / case_name, load_model(model_name)[0]
 
 
 def main(argv=None):
@@ -71,6 +71,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--model", help="registered model or weights file (default: the shipped default)")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
 
@@ -82,7 +83,7 @@ def main(argv=None):
     from gliomasuite.segmentation.inference import segment_study
     from gliomasuite.study import load_study
 
-    case, model = real_case_and_model(args.case, args.threads)
+    case, model = real_case_and_model(args.case, args.threads, args.model)
 
     ours = []
     with PeakRSS() as ours_mem:
@@ -102,7 +103,7 @@ def main(argv=None):
         reference(x)
         segresnet = time.perf_counter() - start
 
-    report = {"case": args.case, "image_size": list(size), "threads": args.threads, "tta": args.tta,
+    report = {"case": args.case, "model": model.name, "image_size": list(size), "threads": args.threads, "tta": args.tta,
               "segment_s_best": round(min(ours), 2), "segment_s_all": [round(t, 2) for t in ours],
               "segresnet_forward_s": round(segresnet, 2), "crop_shape": list(x.shape[2:]),
               "ratio_segment_over_segresnet": round(min(ours) / segresnet, 3),

@@ -349,3 +349,13 @@ def test_a_study_that_is_not_brain_mri_gets_an_empty_map_and_the_reason(tmp_path
     assert forced.returncode == 0, forced.stderr
     done = [json.loads(line) for line in forced.stdout.splitlines() if line.strip()][-1]
     assert done["result"]["brain_check"] == [] and done["result"]["engine"]
+
+
+@needs_model
+def test_calibrating_an_ensemble_is_refused_before_any_work(tmp_path, capsys):
+    from gliomasuite import cli
+
+    out = tmp_path / "calibrated.npz"
+    assert cli.main(["calibrate-segmentation", "--model", DEFAULT_MODEL, "--data", str(tmp_path), "-o", str(out)]) \
+        == cli.EXIT_USER_ERROR
+    assert "is an ensemble" in capsys.readouterr().err and not out.exists()

@@ -196,6 +196,52 @@ def test_engine_choice_and_fallbacks_to_pytorch(monkeypatch):
         network_for(net, cpu, "onnxruntime")
 
 
+def test_an_ensemble_averages_its_members_probabilities_on_either_engine():
+    from gliomasuite.segmentation.inference import Ensemble, required_modalities
+
+    torch.manual_seed(1)
+    one = _random_vnet(**SMALL)
+    one.input_downsample = 2
+    other = VNet(**SMALL).eval()  # different weights, and run at 1 mm: each member as it runs alone
+    other.optional_modalities = ("t1", "t2")
+    ensemble = Ensemble([one, other], "pair")
+    assert required_modalities(ensemble) == ("t1", "t1ce", "t2", "flair")  # only what every member can skip
+    cpu = torch.device("cpu")
+    array = np.random.default_rng(2).normal(size=(4, 37, 29, 33)).astype(np.float32)
+    expected = (predict_probabilities(one, array, cpu, tta=True) + predict_probabilities(other, array, cpu, tta=True)) / 2
+    assert not np.allclose(expected, predict_probabilities(one, array, cpu, tta=True), atol=1e-3)
+    for engine in ("torch", "auto"):
+        network, used, problem = network_for(ensemble, cpu, engine)
+        assert isinstance(network, Ensemble) and problem is None
+        progress = []
+        probs = predict_probabilities(network, array, cpu, tta=True, progress=lambda f, m: progress.append(f))
+        assert np.allclose(probs, expected, atol=1e-5), used
+        assert progress == sorted(progress) and progress[-1] < 1
+
+
+def test_a_shipped_ensemble_loads_its_members_by_checksum(tmp_path, monkeypatch):
+    """The default model is an ensemble entry of the registry; a member file that does not match its
+    checksum is refused, as a single model's is."""
+    import shutil
+
+    from gliomasuite.segmentation import inference
+
+    entries = inference.registry()["models"]
+    default = entries[inference.DEFAULT_MODEL]
+    model, meta = inference.load_model()
+    assert [m.name for m in model.members] == default["members"] and len(meta["members"]) == len(default["members"])
+
+    for name in default["members"]:
+        shutil.copy(inference.MODELS_DIR / entries[name]["file"], tmp_path / entries[name]["file"])
+    tampered = tmp_path / entries[default["members"][-1]]["file"]
+    tampered.write_bytes(tampered.read_bytes()[:-1] + b"x")
+    (tmp_path / "models.json").write_text(json.dumps({"models": entries}))
+    monkeypatch.setattr(inference, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(inference, "REGISTRY", tmp_path / "models.json")
+    with pytest.raises(GliomaSuiteError, match="(?i)checksum|sha-256"):
+        inference.load_model()
+
+
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory):
     from gliomasuite.demo import make_demo_study

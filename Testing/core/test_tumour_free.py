@@ -147,7 +147,7 @@ def test_shipped_model_finds_no_tumour_in_a_tumour_free_demo_brain_and_says_so(t
 @pytest.mark.skipif(not DATA, reason="GLIOMASUITE_DATA is not set (real BraTS cases needed)")
 def test_shipped_model_on_a_real_tumour_free_brain_it_never_trained_on(tmp_path):
     """Brats18_CBICA_AOZ_1 is held out of training; its tumour-free hemisphere mirrored is a real brain
-    without tumour. vnet-brats-v1 found 294 cm3 of tumour in it; the cohort-normalised default ~20."""
+    without tumour. vnet-brats-v1 found 294 cm3 of tumour in it, vnet-brats-v2 20, the default ensemble 15."""
     from gliomasuite.segmentation.inference import segment_study
     from gliomasuite.segmentation.negatives import write_mirrored_case
     from gliomasuite.study import load_study

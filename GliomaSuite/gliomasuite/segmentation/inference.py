@@ -29,7 +29,7 @@ from .weights import load_weights
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "models"
 REGISTRY = MODELS_DIR / "models.json"
-DEFAULT_MODEL = "vnet-brats-v2"
+DEFAULT_MODEL = "vnet-brats-ensemble-v1"
 #: Chosen instead of the default for a study without T1 or T2 (trained with those modalities dropped).
 REDUCED_MODEL = "vnet-brats-reduced-v2"
 
@@ -43,8 +43,9 @@ MIN_COMPONENT_VOXELS = 100
 #: tumour with a few enhancing voxels is far more often a non-enhancing one with noise (the rule
 #: nnU-Net's BraTS 2020 entry used, with the same 200-voxel threshold).
 MIN_TOTAL_ET_VOXELS = 200
-#: A whole tumour smaller than this (cm3) is reported as possibly no tumour at all: the most the shipped
-#: model labelled in tumour-free brains of its training cases (mirrored, see segmentation.negatives).
+#: A whole tumour smaller than this (cm3) is reported as possibly no tumour at all: about the most the
+#: shipped models labelled in tumour-free brains of their training cases (mirrored, see
+#: segmentation.negatives): 0.95 cm3 for vnet-brats-v2, 0 for the default ensemble.
 NEAR_EMPTY_CM3 = 1.0
 #: What runs the network's forward pass: ``auto`` is ONNX Runtime on the CPU when it is installed and
 #: PyTorch otherwise (and always on a GPU); ``torch`` and ``onnxruntime`` force one.
@@ -69,10 +70,32 @@ def registry() -> dict:
     return json.loads(REGISTRY.read_text())
 
 
+class Ensemble:
+    """Several networks whose region probabilities are averaged, with equal weights.
+
+    A registry entry with ``members`` (names of other entries) loads as one: each member from its
+    own checksummed file. Inference runs every member as it would run alone (its own resolution,
+    engine and flips) and averages the probabilities before post-processing. The ensemble does
+    without a modality only if every member does.
+    """
+
+    def __init__(self, members, name: str = ""):
+        self.members = list(members)
+        self.name = name
+        optional = [set(getattr(m, "optional_modalities", ())) for m in self.members]
+        self.optional_modalities = tuple(m for m in MODALITIES if all(m in o for o in optional))
+
+
 def load_model(name_or_path: Optional[str] = None):
-    """The shipped model by registry name (checksum verified), or a weights file given by path."""
+    """The shipped model by registry name (checksum verified), or a weights file given by path.
+
+    An ensemble entry gives an :class:`Ensemble` and ``{"members": [each member's metadata]}``.
+    """
     name_or_path = name_or_path or DEFAULT_MODEL
     models = registry()["models"] if REGISTRY.exists() else {}
+    if name_or_path in models and "members" in models[name_or_path]:
+        loaded = [load_model(member) for member in models[name_or_path]["members"]]
+        return Ensemble([m for m, _ in loaded], str(name_or_path)), {"members": [meta for _, meta in loaded]}
     if name_or_path in models:
         entry = models[name_or_path]
         model, metadata = load_weights(MODELS_DIR / entry["file"], expected_sha256=entry["sha256"])
@@ -124,6 +147,10 @@ def network_for(model, device: torch.device, engine: str = "auto"):
     """
     if engine not in ENGINES:
         raise GliomaSuiteError(f"Unknown engine {engine!r}; use {', '.join(ENGINES)}.")
+    if isinstance(model, Ensemble):
+        made = [network_for(member, device, engine) for member in model.members]
+        problems = list(dict.fromkeys(problem for _, _, problem in made if problem))
+        return Ensemble([network for network, _, _ in made], model.name), made[0][1], " ".join(problems) or None
     model = model.to(device).eval()
     if engine == "torch" or (engine == "auto" and device.type != "cpu"):
         return model, "torch", None
@@ -156,9 +183,19 @@ def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: b
                           window: Optional[int] = None, progress: Callable[[float, str], None] = None) -> np.ndarray:
     """Region probabilities (3, z, y, x) for a prepared array (4, z, y, x).
 
-    ``model`` is a V-Net or what :func:`network_for` made of it (its ONNX Runtime twin).
+    ``model`` is a V-Net or what :func:`network_for` made of it (its ONNX Runtime twin), or an
+    :class:`Ensemble` of those (the mean of its members' probabilities).
     """
     from monai.inferers import sliding_window_inference
+
+    if isinstance(model, Ensemble):
+        n = len(model.members)
+        total = None
+        for k, member in enumerate(model.members):
+            step = (lambda f, m, k=k: progress((k + f) / n, f"Network {k + 1} of {n}: {m}")) if progress else None
+            probs = predict_probabilities(member, array, device, tta=tta, window=window, progress=step)
+            total = probs if total is None else total + probs
+        return total / n
 
     if isinstance(model, torch.nn.Module):
         model = model.to(device).eval()
