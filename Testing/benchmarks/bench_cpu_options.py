@@ -23,8 +23,8 @@ On the real case BraTS2021_00006 (240x240x155), in one process with ``--threads`
    ``torch.jit`` trace + freeze (their set-up time is reported, and paid on every fresh process).
 
 All forward passes run under ``torch.inference_mode`` (``predict_probabilities`` already does).
-Two options of the issue do not apply to the shipped model: it is one 2 mm network on the whole
-brain crop in a single window, so there is no fine network to confine around a coarse pass, and no
+Two options of the issue do not apply to the shipped networks: each is one 2 mm network on the whole
+brain crop in a single window (the default ensemble runs two of them, one after the other), so there is no fine network to confine around a coarse pass, and no
 window to drop.
 
 Measured 2026-11-23 with ``--threads 2 --repeat 5 --compile`` (torch 2.13.0+cpu, onnxruntime
@@ -111,6 +111,8 @@ def main(argv=None):
     from gliomasuite.study import load_study
 
     case, model = real_case_and_model(args.case, args.threads, args.model)
+    if not isinstance(model, torch.nn.Module):
+        sys.exit(f"{args.model} is not a single network (an ensemble?); give one of its members with --model.")
     cpu = torch.device("cpu")
     engines = ["torch"] + (["onnxruntime"] if onnxruntime_available() else [])
     report = {"case": args.case, "threads": args.threads, "repeat": args.repeat, "torch": torch.__version__}

@@ -216,6 +216,7 @@ def test_an_ensemble_averages_its_members_probabilities_on_either_engine():
         progress = []
         probs = predict_probabilities(network, array, cpu, tta=True, progress=lambda f, m: progress.append(f))
         assert np.allclose(probs, expected, atol=1e-5), used
+        assert used == ("torch" if engine == "torch" else network_for(one, cpu, "auto")[1])  # both members agree
         assert progress == sorted(progress) and progress[-1] < 1
 
 
@@ -240,6 +241,11 @@ def test_a_shipped_ensemble_loads_its_members_by_checksum(tmp_path, monkeypatch)
     monkeypatch.setattr(inference, "REGISTRY", tmp_path / "models.json")
     with pytest.raises(GliomaSuiteError, match="(?i)checksum|sha-256"):
         inference.load_model()
+
+    damaged = dict(entries, broken=dict(default, members=[default["members"][0], "no-such-network"]))
+    (tmp_path / "models.json").write_text(json.dumps({"models": damaged}))
+    with pytest.raises(GliomaSuiteError, match="'broken' is damaged.*'no-such-network'"):
+        inference.load_model("broken")
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,8 @@ MIN_COMPONENT_VOXELS = 100
 MIN_TOTAL_ET_VOXELS = 200
 #: A whole tumour smaller than this (cm3) is reported as possibly no tumour at all: about the most the
 #: shipped models labelled in tumour-free brains of their training cases (mirrored, see
-#: segmentation.negatives): 0.95 cm3 for vnet-brats-v2, 0 for the default ensemble.
+#: segmentation.negatives): 0.95 cm3 for vnet-brats-v2, 0 for the default ensemble (whose member
+#: reduced-v2 trained on those brains). Held-out tumour-free brains gave more (model cards).
 NEAR_EMPTY_CM3 = 1.0
 #: What runs the network's forward pass: ``auto`` is ONNX Runtime on the CPU when it is installed and
 #: PyTorch otherwise (and always on a GPU); ``torch`` and ``onnxruntime`` force one.
@@ -94,7 +95,13 @@ def load_model(name_or_path: Optional[str] = None):
     name_or_path = name_or_path or DEFAULT_MODEL
     models = registry()["models"] if REGISTRY.exists() else {}
     if name_or_path in models and "members" in models[name_or_path]:
-        loaded = [load_model(member) for member in models[name_or_path]["members"]]
+        members = models[name_or_path]["members"]
+        bad = [m for m in members if m not in models or "members" in models[m]]
+        if not members or bad:
+            raise GliomaSuiteError(f"The registered ensemble {name_or_path!r} is damaged: its members must be "
+                                   f"registered single networks ({', '.join(map(repr, bad)) or 'none listed'} "
+                                   "is not); reinstall GliomaSuite.")
+        loaded = [load_model(member) for member in members]
         return Ensemble([m for m, _ in loaded], str(name_or_path)), {"members": [meta for _, meta in loaded]}
     if name_or_path in models:
         entry = models[name_or_path]
@@ -150,7 +157,8 @@ def network_for(model, device: torch.device, engine: str = "auto"):
     if isinstance(model, Ensemble):
         made = [network_for(member, device, engine) for member in model.members]
         problems = list(dict.fromkeys(problem for _, _, problem in made if problem))
-        return Ensemble([network for network, _, _ in made], model.name), made[0][1], " ".join(problems) or None
+        engines = "+".join(dict.fromkeys(used for _, used, _ in made))  # "onnxruntime", or e.g. "onnxruntime+torch"
+        return Ensemble([network for network, _, _ in made], model.name), engines, " ".join(problems) or None
     model = model.to(device).eval()
     if engine == "torch" or (engine == "auto" and device.type != "cpu"):
         return model, "torch", None
@@ -356,8 +364,8 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
                         "check that the images are skull-stripped brain MRI with the modalities named correctly.")
     elif volumes["WT"] < NEAR_EMPTY_CM3:
         warnings.append(f"Only {volumes['WT']:.2f} cm3 was labelled tumour: this study may hold no tumour at all "
-                        "(in tumour-free brains the model leaves up to about 1 cm3 of false tumour). Review the "
-                        "segments before using them.")
+                        "(tumour-free brains the models trained on come out below 1 cm3, but ones they never saw "
+                        "have given 15 cm3 and more). Review the segments before using them.")
     prob_image = restore_probabilities(probs, prepared) if probabilities else None
     return SegmentationResult(label_image, prob_image, volumes, warnings, torch_device.type, engine_used,
                               getattr(model, "name", ""))
