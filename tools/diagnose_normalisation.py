@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "GliomaSuite"))
 import torch  # noqa: E402
 
 from gliomasuite.preprocess import prepare  # noqa: E402
-from gliomasuite.segmentation.inference import Ensemble, load_model, segment_prepared  # noqa: E402
+from gliomasuite.segmentation.inference import load_network, segment_prepared  # noqa: E402
 from gliomasuite.segmentation.negatives import write_mirrored_case  # noqa: E402
 from gliomasuite.study import load_study  # noqa: E402
 
@@ -54,9 +54,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, _ = load_model(args.model)
-    if isinstance(model, Ensemble):
-        sys.exit(f"{args.model} is an ensemble; diagnose one of its networks at a time.")
+    model, _ = load_network(args.model)
     swap = _StatisticsSwap(model)
     if not swap.layers or any(m.track_running_stats for m in swap.layers):
         sys.exit(f"{args.model} does not normalise by per-study statistics; nothing to diagnose.")

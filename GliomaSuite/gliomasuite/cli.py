@@ -182,7 +182,7 @@ def cmd_calibrate_segmentation(args, progress: Progress) -> dict:
     from .preprocess import prepare
     from .segmentation.cache import find_cases
     from .segmentation.calibration import calibrate
-    from .segmentation.inference import Ensemble, load_model, required_modalities, with_absent_as_zeros
+    from .segmentation.inference import load_network, required_modalities, with_absent_as_zeros
     from .segmentation.weights import save_weights
     from .study import load_study
 
@@ -190,10 +190,7 @@ def cmd_calibrate_segmentation(args, progress: Progress) -> dict:
     _check_output(output, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, metadata = load_model(args.model)
-    if isinstance(model, Ensemble):
-        raise GliomaSuiteError(f"{model.name} is an ensemble; calibrate one network at a time (its members: "
-                               f"{', '.join(m.name for m in model.members)}).")
+    model, metadata = load_network(args.model)
     folders = find_cases(Path(args.data))
     if args.cases:
         unknown = set(args.cases) - {f.name for f in folders}

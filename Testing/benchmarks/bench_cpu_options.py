@@ -24,8 +24,8 @@ On the real case BraTS2021_00006 (240x240x155), in one process with ``--threads`
 
 All forward passes run under ``torch.inference_mode`` (``predict_probabilities`` already does).
 Two options of the issue do not apply to the shipped networks: each is one 2 mm network on the whole
-brain crop in a single window (the default ensemble runs two of them, one after the other), so there is no fine network to confine around a coarse pass, and no
-window to drop.
+brain crop in a single window (the default ensemble runs two of them, one after the other), so there
+is no fine network to confine around a coarse pass, and no window to drop.
 
 Measured 2026-11-23 with ``--threads 2 --repeat 5 --compile`` (torch 2.13.0+cpu, onnxruntime
 1.32.0, AVX2 without bfloat16 instructions), the two cores shared with a nice'd training run, so
@@ -110,9 +110,7 @@ def main(argv=None):
     from gliomasuite.segmentation.onnx_runner import onnxruntime_available
     from gliomasuite.study import load_study
 
-    case, model = real_case_and_model(args.case, args.threads, args.model)
-    if not isinstance(model, torch.nn.Module):
-        sys.exit(f"{args.model} is not a single network (an ensemble?); give one of its members with --model.")
+    case, model = real_case_and_model(args.case, args.threads, args.model, single_network=True)
     cpu = torch.device("cpu")
     engines = ["torch"] + (["onnxruntime"] if onnxruntime_available() else [])
     report = {"case": args.case, "threads": args.threads, "repeat": args.repeat, "torch": torch.__version__}

@@ -51,18 +51,19 @@ class PeakRSS:
         self.peak = max(self.peak, self._rss())
 
 
-def real_case_and_model(case_name: str, threads: int, model_name=None):
+def real_case_and_model(case_name: str, threads: int, model_name=None, single_network: bool = False):
     """The real case's folder under $GLIOMASUITE_DATA/brats and the model (default: the shipped
-    default), with PyTorch on ``threads`` threads (what both benchmarks start from)."""
+    default; ``single_network`` refuses an ensemble), with PyTorch on ``threads`` threads (what both
+    benchmarks start from)."""
     import torch
 
-    from gliomasuite.segmentation.inference import load_model
+    from gliomasuite.segmentation.inference import load_model, load_network
 
     torch.set_num_threads(threads)
     data = os.environ.get("GLIOMASUITE_DATA")
     if not data:
         sys.exit("Set GLIOMASUITE_DATA to the shared data folder (it holds the real case).")
-    return Path(data) / "brats" / case_name, load_model(model_name)[0]
+    return Path(data) / "brats" / case_name, (load_network if single_network else load_model)(model_name)[0]
 
 
 def main(argv=None):

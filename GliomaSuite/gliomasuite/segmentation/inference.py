@@ -60,7 +60,8 @@ class SegmentationResult:
     volumes_cm3: Dict[str, float]
     warnings: List[str] = field(default_factory=list)
     device: str = "cpu"
-    engine: str = "torch"                  # what ran the network: "torch", "onnxruntime", "" if it did not run
+    engine: str = "torch"                  # what ran the network: "torch", "onnxruntime" ("a+b" if an
+                                           # ensemble's members differed), "" if it did not run
     model: str = ""                        # registered name or weights file (load_model's model.name)
     #: Why the brain check refused the study (see gliomasuite.brain_check); then the map is empty and the
     #: network did not run. Empty when the check passed or was skipped.
@@ -112,6 +113,16 @@ def load_model(name_or_path: Optional[str] = None):
         known = ", ".join(sorted(models)) or "none installed"
         raise GliomaSuiteError(f"No model named {name_or_path!r} (known models: {known}) and no such weights file.")
     model.name = str(name_or_path)  # what results report as the model used
+    return model, metadata
+
+
+def load_network(name_or_path: str):
+    """:func:`load_model` for work on one network's own layers (calibration, diagnosis, CPU options):
+    an ensemble is refused with the names of its members."""
+    model, metadata = load_model(name_or_path)
+    if isinstance(model, Ensemble):
+        raise GliomaSuiteError(f"{model.name} is an ensemble; give one of its networks at a time "
+                               f"({', '.join(m.name for m in model.members)}).")
     return model, metadata
 
 
@@ -343,7 +354,7 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
     network, engine_used, problem = network_for(model, torch_device, engine)
     if problem:
         warnings.append(problem)
-    runs_on = torch_device.type.upper() + (" (ONNX Runtime)" if engine_used == "onnxruntime" else "")
+    runs_on = torch_device.type.upper() + (" (ONNX Runtime)" if "onnxruntime" in engine_used else "")
     report(0.15, f"Running the V-Net on {runs_on}")
     try:
         labels, probs = segment_prepared(network, prepared, torch_device, tta=tta, window=window,

@@ -1,0 +1,57 @@
+"""What the brain check measures on each study of a cohort, before anything is segmented.
+
+For every study folder given (or every sub-folder of ``--data``), prints the foreground volume, the
+fraction of its box it fills, the highest correlation between two of its sequences inside the
+brain, and the brain check's verdict (``gliomasuite/brain_check.py``), then the range of each number
+over the cohort: how far a site's data sit from the thresholds.
+
+    python tools/brain_check_report.py --data $GLIOMASUITE_DATA/brats $GLIOMASUITE_DATA/brats-unlabelled/*
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "GliomaSuite"))
+
+import numpy as np  # noqa: E402
+
+from gliomasuite.brain_check import box_fill, input_problems  # noqa: E402
+from gliomasuite.modalities import MODALITIES  # noqa: E402
+from gliomasuite.preprocess import prepare  # noqa: E402
+from gliomasuite.segmentation.inference import with_absent_as_zeros  # noqa: E402
+from gliomasuite.study import load_study  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("studies", nargs="*", help="study folders")
+    parser.add_argument("--data", help="a folder whose sub-folders are studies")
+    args = parser.parse_args(argv)
+    folders = [Path(s) for s in args.studies]
+    if args.data:
+        folders += sorted(p for p in Path(args.data).iterdir() if p.is_dir())
+    if not folders:
+        parser.error("give study folders or --data")
+    volumes, fills, correlations, refused = [], [], [], 0
+    for folder in folders:
+        study = load_study(folder, required=("t1ce", "flair"))
+        present = [m for m in MODALITIES if m in study.images]
+        prepared = prepare(with_absent_as_zeros(study.images, [m for m in MODALITIES if m not in present]))
+        channels = [MODALITIES.index(m) for m in present]
+        inside = prepared.array[channels][:, prepared.brain]
+        correlation = np.corrcoef(inside)[np.triu_indices(len(channels), 1)].max()
+        problems = input_problems(prepared, present)
+        volumes.append(prepared.brain.sum() / 1000.0)
+        fills.append(box_fill(prepared.brain))
+        correlations.append(correlation)
+        refused += bool(problems)
+        print(f"{folder.name:26s} {volumes[-1]:6.0f} cm3  fill {fills[-1]:.2f}  max correlation {correlation:+.2f}  "
+              f"{'REFUSED: ' + '; '.join(problems) if problems else 'passes'}", flush=True)
+    print(f"\n{len(folders)} studies, {refused} refused; foreground {min(volumes):.0f}-{max(volumes):.0f} cm3, "
+          f"fill {min(fills):.2f}-{max(fills):.2f}, highest correlation between two sequences {max(correlations):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
