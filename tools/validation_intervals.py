@@ -7,8 +7,8 @@ cases, seed 0). Given two files scored on the same cases it also prints the pair
 (second minus first) with its interval: an interval that straddles 0 means the eight cases cannot
 tell the two models apart.
 
-    python tools/validation_intervals.py GliomaSuite/Resources/models/vnet-brats-v2-validation.json \
-        [GliomaSuite/Resources/models/vnet-brats-reduced-v2-validation-all-four.json]
+    python tools/validation_intervals.py GliomaSuite/gliomasuite/models/vnet-brats-v2-validation.json \
+        [GliomaSuite/gliomasuite/models/vnet-brats-reduced-v2-validation-all-four.json]
 
 Only numpy; nothing is segmented again.
 """

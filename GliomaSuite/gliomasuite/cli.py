@@ -12,13 +12,13 @@ import json
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, List, Optional
 
 from . import __version__
 from .errors import CancelledError, GliomaSuiteError
 from .modalities import ALWAYS_NEEDED, MODALITIES
+from .outputs import write_image_atomically, write_json_atomically
 from .progress import Progress
 
 EXIT_USER_ERROR = 2
@@ -36,23 +36,6 @@ def _study_source(args) -> object:
         raise GliomaSuiteError("No study given: pass a folder with the T1, T1ce, T2 and FLAIR images, "
                                "or the files, or --t1/--t1ce/--t2/--flair.")
     return args.study[0] if len(args.study) == 1 else list(args.study)
-
-
-def write_image_atomically(image, path: Path) -> None:
-    """Write through a temporary file in the same folder, so a failure leaves nothing partial."""
-    import SimpleITK as sitk
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _check_output(path: Path, overwrite: bool) -> None:
@@ -94,10 +77,10 @@ def cmd_segment(args, progress: Progress) -> dict:
         _check_output(Path(args.probabilities), args.overwrite)
     _, result = segment_arguments_study(args, progress.update, progress.note, args.model,
                                         probabilities=bool(args.probabilities))
-    write_image_atomically(result.labels, output)
+    write_image_atomically(result.labels, output, model=result.model)
     if result.probabilities is not None:
-        write_image_atomically(result.probabilities, Path(args.probabilities))
-    summary = {"output": str(output), "device": result.device, "engine": result.engine, "model": result.model,
+        write_image_atomically(result.probabilities, Path(args.probabilities), model=result.model)
+    summary = {"gliomasuite_version": __version__, "output": str(output), "device": result.device, "engine": result.engine, "model": result.model,
                "volumes_cm3": {k: round(v, 3) for k, v in result.volumes_cm3.items()},
                "warnings": result.warnings, "brain_check": result.brain_check}
     if args.probabilities:
@@ -124,15 +107,15 @@ def cmd_demo(args, progress: Progress) -> dict:
     study = load_study(study_dir, log=progress.note)
     model, _ = load_model(args.model)
     result = segment_study(study, model=model, device=args.device, tta=args.tta, progress=progress.update)
-    write_image_atomically(result.labels, out / "segmentation.nii.gz")
+    write_image_atomically(result.labels, out / "segmentation.nii.gz", model=result.model)
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(find_segmentation(study_dir))))
     pred = sitk.GetArrayFromImage(result.labels)
     scores = evaluate_labels(pred, truth, spacing=study.reference.GetSpacing()[::-1])
     report = {"study": str(study_dir), "segmentation": str(out / "segmentation.nii.gz"),
-              "device": result.device, "volumes_cm3": result.volumes_cm3, "warnings": result.warnings,
+              "model": result.model, "device": result.device, "volumes_cm3": result.volumes_cm3, "warnings": result.warnings,
               "dice": {r: round(m["dice"], 4) for r, m in scores.items()},
               "hd95_mm": {r: round(m["hd95"], 2) for r, m in scores.items()}}
-    (out / "demo_result.json").write_text(json.dumps(report, indent=2))
+    write_json_atomically(report, out / "demo_result.json")
     if not progress.json_lines:
         print("Dice against the demo's truth: " + ", ".join(f"{r} {d:.3f}" for r, d in report["dice"].items()))
         print(f"Results in {out}")
@@ -308,7 +291,7 @@ def cmd_survival(args, progress: Progress) -> dict:
         # Scored before anything is written: a study without tumour leaves no files behind.
         result = score_label_map(segmentation.labels, args.age, model=args.model, note=progress.note,
                                  source=seg_path)
-        write_image_atomically(segmentation.labels, seg_path)
+        write_image_atomically(segmentation.labels, seg_path, model=segmentation.model)
         write_patient_result(result, output)
     if not progress.json_lines:
         print(result["sentence"])

@@ -21,7 +21,7 @@ from gliomasuite import cli
 from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.survival import cox, features, fit, score, som
 
-MODELS = Path(__file__).resolve().parents[2] / "GliomaSuite" / "Resources" / "models"
+MODELS = Path(__file__).resolve().parents[2] / "GliomaSuite" / "gliomasuite" / "models"
 TABLE = "survival/brats2020_gt_shape_survival.csv"
 
 

@@ -55,7 +55,7 @@ def add_training_arguments(parser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     parser.add_argument("--log-every", type=int, default=d.log_every)
     parser.add_argument("--init-weights", metavar="NPZ",
-                        help="fine-tune from these weights (e.g. a shipped network's .npz in Resources/models) instead of random "
+                        help="fine-tune from these weights (e.g. a shipped network's .npz in gliomasuite/models) instead of random "
                              "initialisation")
     parser.add_argument("--norm", default=d.norm, choices=["instance", "cohort"],
                         help="cohort: fine-tune with the fixed normalisation statistics of --init-weights "

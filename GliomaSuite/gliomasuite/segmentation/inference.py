@@ -11,7 +11,6 @@ the same label map (``Testing/benchmarks/bench_cpu_options.py`` has the numbers)
 PyTorch runs on the CPU too.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -24,11 +23,10 @@ from ..errors import GliomaSuiteError
 from ..brain_check import input_problems, what_to_do
 from ..modalities import MODALITIES
 from ..preprocess import PreparedStudy, prepare, restore_labels, restore_probabilities
+from ..registry import MODELS_DIR, REGISTRY, load_registry
 from .onnx_runner import OnnxVNet, onnxruntime_available
 from .weights import load_weights
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "models"
-REGISTRY = MODELS_DIR / "models.json"
 DEFAULT_MODEL = "vnet-brats-ensemble-v1"
 #: Chosen instead of the default for a study without T1 or T2 (trained with those modalities dropped).
 REDUCED_MODEL = "vnet-brats-reduced-v2"
@@ -69,7 +67,7 @@ class SegmentationResult:
 
 
 def registry() -> dict:
-    return json.loads(REGISTRY.read_text())
+    return load_registry(REGISTRY)
 
 
 class Ensemble:

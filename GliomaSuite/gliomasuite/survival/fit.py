@@ -217,7 +217,7 @@ def fit_cohort_model(table_csv, name: str = "survival", folds: int = 5, repeats:
 
 def write_models(result: dict, out_dir, name: str) -> dict:
     """Write ``NAME.json`` (full) and ``NAME-reduced.json``; returns their paths."""
-    from .score import write_json_atomically
+    from ..outputs import write_json_atomically
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

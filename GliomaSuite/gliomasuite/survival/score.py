@@ -26,39 +26,19 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import __version__
 from ..errors import GliomaSuiteError
+from ..outputs import publish, write_json_atomically
+from ..registry import MODELS_DIR
 from . import cox
 from .som import SurvivalSOM
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "models"
 DEFAULT_MODEL = "survival-brats2020-v1"
 MONTH_DAYS = 365.25 / 12.0
 P_ALIVE_MONTHS = (6, 12, 18, 24)
 BRATS_BINS_DAYS = (300.0, 450.0)
 BRATS_CLASSES = ("short (<10 months)", "mid (10-15 months)", "long (>15 months)")
 RISK_GROUPS = ("low", "intermediate", "high")
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and move it in place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def write_json_atomically(data, path, indent: Optional[int] = 2) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=indent, allow_nan=False)
-            handle.write("\n")
-        _publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class SurvivalModel:
@@ -341,7 +321,9 @@ def score_table(table_csv, output_csv, model=None, note=lambda m: None) -> dict:
     if failed == len(rows):
         first = out_rows[0]["note"]
         raise GliomaSuiteError(f"No row of {path} could be scored; the first: {first}")
-    fields = ["row"] + ([id_column] if id_column else []) + list(OUTPUT_COLUMNS)
+    for out in out_rows:
+        out["gliomasuite_version"] = __version__
+    fields = ["row"] + ([id_column] if id_column else []) + list(OUTPUT_COLUMNS) + ["gliomasuite_version"]
     output = Path(output_csv)
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".csv", dir=output.parent)
@@ -350,7 +332,7 @@ def score_table(table_csv, output_csv, model=None, note=lambda m: None) -> dict:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(out_rows)
-        _publish(tmp, output)
+        publish(tmp, output)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
