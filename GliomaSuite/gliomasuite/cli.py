@@ -420,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_brain_check_argument(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_survival)
+
+    from .commands import followup
+
+    followup.add_parser(sub)
     return parser
 
 
