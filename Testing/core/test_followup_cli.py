@@ -251,3 +251,22 @@ def test_real_scan_against_a_moved_copy_of_itself_is_stable(tmp_path, capsys):
     assert sitk.ReadTransform(str(tmp_path / "o" / follow["files"]["transform"])) is not None
     print(json.dumps({k: follow["volume_change"][k]["from_baseline_percent"] for k in ("ET", "TC", "WT")}),
           follow["registration"])
+
+
+def test_a_reader_who_shortens_a_diameter_gets_the_response_judged_again(tmp_path, capsys):
+    from gliomasuite.followup.pipeline import remeasure
+
+    a = labelmap(tmp_path / "a_seg.nii.gz", tumour(et_radius=8))
+    b = labelmap(tmp_path / "b_seg.nii.gz", tumour(et_radius=10))
+    assert run(["followup", a, b, "-o", tmp_path / "o"], capsys)[0] == 0
+    result = json.loads((tmp_path / "o" / "followup.json").read_text())
+    assert result["response"]["category"] == "PD"
+    base = result["timepoints"][0]["lesions"][0]["diameters"]
+    # The reader measures the follow-up lesion as the baseline's: no change, so stable disease.
+    remeasure(result, "b_seg", 1, base["long_mm"], base["short_mm"])
+    assert result["response"]["category"] == "SD"
+    assert result["timepoints"][1]["sum_of_products_mm2"] == pytest.approx(base["product_mm2"], abs=0.1)
+    remeasure(result, "b_seg", 1, 8.0, 12.0)  # too small to measure: nothing measurable is left
+    assert not result["timepoints"][1]["lesions"][0]["diameters"]["measurable"]
+    with pytest.raises(GliomaSuiteError, match="no measured enhancing lesion 7"):
+        remeasure(result, "b_seg", 7, 10.0, 10.0)

@@ -276,26 +276,15 @@ def enhancing_lesions(labels: np.ndarray) -> np.ndarray:
 def _assess(loaded, on_base, frames, b, rt_end, idh, say) -> dict:
     grid = loaded[b].grid
     et_masks = [enhancing_lesions(sitk.GetArrayFromImage(o["labels"])) for o in on_base]
-    wt_masks = [np.isin(sitk.GetArrayFromImage(o["labels"]), L.REGIONS["WT"]) for o in on_base]
     tracks = track_lesions(et_masks, grid, measure=True)
-    wt_tracks = track_lesions(wt_masks, grid, measure=True) if idh == "mutant" else None
+    wt_tracks = None
+    if idh == "mutant":
+        wt_masks = [np.isin(sitk.GetArrayFromImage(o["labels"]), L.REGIONS["WT"]) for o in on_base]
+        wt_tracks = track_lesions(wt_masks, grid, measure=True)
     # Volumes in each time point's own grid (no resampling loss); lesions in the baseline frame.
     volumes = [_volumes(item.labels) for item in loaded]
-    timepoints, scans = [], []
+    timepoints = []
     for i, item in enumerate(loaded):
-        lesions = tracks.at(i)
-        measurable = [les for les in lesions if les.diameters is not None and les.diameters.measurable]
-        scan = rano.Scan(
-            sum_of_products_mm2=sum(les.diameters.product_mm2 for les in measurable),
-            enhancing_volume_cm3=volumes[i]["ET"],
-            non_measurable_enhancing=len(measurable) < len(lesions),
-            new_lesions=[les.hemisphere_text() for les in measurable if les.is_new and i > b],
-            date=item.tp.date)
-        if wt_tracks is not None:
-            wt_measurable = [les for les in wt_tracks.at(i) if les.diameters is not None and les.diameters.measurable]
-            scan.non_enhancing_sum_of_products_mm2 = sum(les.diameters.product_mm2 for les in wt_measurable)
-            scan.non_enhancing_volume_cm3 = volumes[i]["WT"]
-        scans.append(scan)
         frame = frames[i]
         timepoints.append({
             "label": item.tp.label, "source": None if item.tp.source is None else str(item.tp.source),
@@ -310,16 +299,51 @@ def _assess(loaded, on_base, frames, b, rt_end, idh, say) -> dict:
             "volumes_cm3": volumes[i],
             "cavity_cm3": (round(float(sitk.GetArrayViewFromImage(item.cavity).sum()) *
                                  float(np.prod(item.cavity.GetSpacing())) / 1000, 3) if item.cavity is not None else None),
-            "sum_of_products_mm2": round(scan.sum_of_products_mm2, 1),
-            "lesions": [les.to_dict() for les in lesions],
+            "lesions": [les.to_dict() for les in tracks.at(i)],
+            "non_enhancing_lesions": [les.to_dict() for les in wt_tracks.at(i)] if wt_tracks else None,
         })
     for region in REGIONS:
         series = [v[region] for v in volumes]
         for i, tp in enumerate(timepoints):
             tp.setdefault("volume_change", {})[region] = _change(series, i, b)
+    result = {"timepoints": timepoints, "tracks": tracks.summary()}
+    judge(result, b, rt_end, idh)
+    return result
+
+
+def _scan(tp: dict) -> rano.Scan:
+    """The RANO measurements of one time point of a ``followup.json`` result."""
+    lesions = tp["lesions"]
+    measurable = [les for les in lesions if les["diameters"] and les["diameters"]["measurable"]]
+    scan = rano.Scan(sum_of_products_mm2=sum(les["diameters"]["product_mm2"] for les in measurable),
+                     enhancing_volume_cm3=tp["volumes_cm3"]["ET"],
+                     non_measurable_enhancing=len(measurable) < len(lesions),
+                     new_lesions=[("midline" if les["hemisphere"] == "midline" else f"{les['hemisphere']} hemisphere")
+                                  for les in measurable if les["status"] == "new"],
+                     date=datetime.date.fromisoformat(tp["date"]) if tp["date"] else None)
+    if tp.get("non_enhancing_lesions") is not None:
+        scan.non_enhancing_sum_of_products_mm2 = sum(
+            les["diameters"]["product_mm2"] for les in tp["non_enhancing_lesions"]
+            if les["diameters"] and les["diameters"]["measurable"])
+        scan.non_enhancing_volume_cm3 = tp["volumes_cm3"]["WT"]
+    return scan
+
+
+def judge(result: dict, baseline_index: int, rt_end: Optional[datetime.date] = None,
+          idh: Optional[str] = None) -> dict:
+    """Fill in, from the measurements in ``result`` (``followup.json``), each time point's sum of
+    products and the RANO 2.0 response of every scan after the baseline, both ways.
+
+    Reads only the JSON, so a reader who moved a diameter (the Slicer tab's line nodes) gets the
+    response judged again by the same rules: change a lesion's ``diameters`` and call this again.
+    """
+    b = baseline_index
+    scans = [_scan(tp) for tp in result["timepoints"]]
+    for tp, scan in zip(result["timepoints"], scans):
+        tp["sum_of_products_mm2"] = round(scan.sum_of_products_mm2, 1)
     responses = []
-    for i in range(b + 1, len(loaded)):
-        entry = {"label": loaded[i].tp.label}
+    for i in range(b + 1, len(scans)):
+        entry = {"label": result["timepoints"][i]["label"]}
         for method in (rano.BIDIMENSIONAL, rano.VOLUMETRIC):
             assessed = rano.assess(scans[i], scans[b], scans[b + 1:i], method=method, idh=idh, rt_end=rt_end)
             entry[method] = {**assessed.to_dict(), "sentence": rano.describe(assessed)}
@@ -330,9 +354,33 @@ def _assess(loaded, on_base, frames, b, rt_end, idh, say) -> dict:
             entry["sentence"] += (f" Volumetrically: {rano.CATEGORY_NAMES[entry[rano.VOLUMETRIC]['category']]} "
                                   f"({entry[rano.VOLUMETRIC]['sentence'].split(': ', 1)[-1]})")
         responses.append(entry)
-    return {"timepoints": timepoints, "responses": responses,
-            "response": responses[-1] if responses else None,
-            "tracks": tracks.summary()}
+    result["responses"] = responses
+    result["response"] = responses[-1] if responses else None
+    return result
+
+
+def remeasure(result: dict, timepoint: str, track_id: int, long_mm: float, short_mm: float) -> dict:
+    """A reader's own diameters (mm) for one lesion at one time point; the response is judged again.
+
+    ``result`` is a ``followup.json`` dict (changed in place and returned); the lesion is named by its
+    time point label and track id, as the Slicer tab's line nodes record them.
+    """
+    for value, what in ((long_mm, "long"), (short_mm, "short")):
+        if not (value >= 0 and np.isfinite(value)):
+            raise GliomaSuiteError(f"The {what} diameter {value!r} is not a length: give millimetres, 0 or more.")
+    tp = next((t for t in result["timepoints"] if t["label"] == timepoint), None)
+    if tp is None:
+        raise GliomaSuiteError(f"There is no time point {timepoint!r} in this follow-up.")
+    lesion = next((les for les in tp["lesions"] if les["track_id"] == track_id), None)
+    if lesion is None or not lesion["diameters"]:
+        raise GliomaSuiteError(f"{timepoint} has no measured enhancing lesion {track_id}.")
+    long_mm, short_mm = max(long_mm, short_mm), min(long_mm, short_mm)
+    lesion["diameters"].update(long_mm=float(long_mm), short_mm=float(short_mm),
+                               product_mm2=float(long_mm * short_mm),
+                               measurable=rano.is_measurable(long_mm, short_mm), edited=True)
+    b = next(i for i, t in enumerate(result["timepoints"]) if t["is_baseline"])
+    rt_end = datetime.date.fromisoformat(result["rt_end"]) if result.get("rt_end") else None
+    return judge(result, b, rt_end, result.get("idh"))
 
 
 # ----------------------------------------------------------------------------------------------
