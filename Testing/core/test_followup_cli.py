@@ -270,3 +270,57 @@ def test_a_reader_who_shortens_a_diameter_gets_the_response_judged_again(tmp_pat
     assert not result["timepoints"][1]["lesions"][0]["diameters"]["measurable"]
     with pytest.raises(GliomaSuiteError, match="no measured enhancing lesion 7"):
         remeasure(result, "b_seg", 7, 10.0, 10.0)
+
+
+def write_dicom_timepoint(folder, values, study_date, patient_id):
+    """A small MR series (SeriesDescription T1ce) with the tags a scanner writes: date and patient."""
+    folder.mkdir(parents=True)
+    volume = sitk.GetImageFromArray(values.astype(np.int16))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    uid = "1.2.826.0.1.3680043.2.1125.1." + study_date
+    for z in range(volume.GetDepth()):
+        plane = volume[:, :, z]
+        for tag, value in (("0008|0020", study_date), ("0010|0020", patient_id), ("0008|0060", "MR"),
+                           ("0008|103e", "T1ce"), ("0020|000d", uid + ".1"), ("0020|000e", uid + ".2"),
+                           ("0020|0013", str(z + 1)), ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0028|0030", "1\\1"),
+                           ("0020|0032", "\\".join(map(str, volume.TransformIndexToPhysicalPoint((0, 0, z)))))):
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
+        writer.Execute(plane)
+    return folder
+
+
+def test_dicom_time_points_are_dated_by_their_headers_and_must_be_one_patient(tmp_path, capsys):
+    before, after = tumour(et_radius=8), tumour(et_radius=11)
+    scan = lambda labels: 100 + 300 * (labels == 4) + 50 * (labels == 2)  # noqa: E731
+    late = write_dicom_timepoint(tmp_path / "late", scan(after), "20240402", "P-1")
+    early = write_dicom_timepoint(tmp_path / "early", scan(before), "20240110", "P-1")
+    segs = []
+    for name, labels, folder in (("late_seg.nii.gz", after, late), ("early_seg.nii.gz", before, early)):
+        reference = sitk.ReadImage(sorted(str(p) for p in folder.iterdir()))
+        image = sitk.GetImageFromArray(labels)
+        image.CopyInformation(reference)
+        sitk.WriteImage(image, str(tmp_path / name))
+        segs.append(tmp_path / name)
+    # Given latest first: the StudyDate headers put them in order.
+    code, last = run(["followup", late, early, "--seg", *segs, "--registration", "none", "-o", tmp_path / "o"],
+                     capsys)
+    assert code == 0, last
+    result = json.loads((tmp_path / "o" / "followup.json").read_text())
+    assert [tp["label"] for tp in result["timepoints"]] == ["early", "late"]
+    assert [tp["date"] for tp in result["timepoints"]] == ["2024-01-10", "2024-04-02"]
+    assert result["response"]["category"] == "PD"
+    other = write_dicom_timepoint(tmp_path / "other", scan(after), "20240501", "P-2")
+    _refused(["followup", early, other, "--seg", segs[1], segs[0], "--registration", "none", "-o", tmp_path / "p"],
+             capsys, "P-1", "P-2")
+
+
+def test_a_time_point_without_t1ce_says_the_enhancing_assessment_is_impossible(tmp_path, capsys):
+    case = data_root() / "brats" / "BraTS2021_00006"
+    no_t1ce = tmp_path / "tp2"
+    no_t1ce.mkdir()
+    for modality in ("t1", "t2", "flair"):
+        (no_t1ce / f"scan_{modality}.nii.gz").symlink_to(case / f"BraTS2021_00006_{modality}.nii.gz")
+    _refused(["followup", case, no_t1ce, "--seg", case / "BraTS2021_00006_seg.nii.gz", "-",
+              "-o", tmp_path / "o"], capsys, "tp2 has no T1ce", "enhancing", "--seg")

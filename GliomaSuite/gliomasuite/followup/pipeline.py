@@ -92,13 +92,13 @@ def compare_timepoints(timepoints: Sequence[TimePoint], out_dir, *, baseline=Non
     if given and label_convention == "auto":
         label_convention, why = joint_convention(given)
         say(f"The label maps were read as {label_convention} labels: {why}.")
+    _check_patients(tps)  # before any segmentation: scans of two patients are refused at once
     share = 0.6 / len(tps)
     loaded = []
     for i, tp in enumerate(tps):
         report(i * share, f"Loading and segmenting {tp.label} ({i + 1}/{len(tps)})")
         loaded.append(_load(tp, label_convention, device, model, check_brain,
                             lambda f, m, i=i: report((i + f) * share, f"{tp.label}: {m}"), say))
-    _check_patients(loaded, say)
 
     base = loaded[b]
     frames = []
@@ -156,8 +156,13 @@ def _segment(item: _Loaded, device, model_name, check_brain, report, say) -> sit
     study, label = item.study, item.tp.label
     model, _ = load_model(model_name or default_model_for(study.images))
     missing = [m for m in required_modalities(model) if m not in study.images]
+    has = ", ".join(display_name(m) for m in study.modalities)
+    if "t1ce" not in study.images:
+        raise GliomaSuiteError(
+            f"{label} has no T1ce ({has} only), so its enhancing tumour, on which RANO 2.0 reads the response, cannot "
+            f"be assessed, and no shipped model segments it without T1ce; add its T1ce, or give the reader's label "
+            f"map for {label} with --seg.")
     if missing:
-        has = ", ".join(display_name(m) for m in study.modalities)
         raise GliomaSuiteError(
             f"{label} has only {has}, and {model.name} cannot segment it without "
             f"{' and '.join(display_name(m) for m in missing)}; add those images, or give the reader's label map for "
@@ -174,21 +179,18 @@ def _segment(item: _Loaded, device, model_name, check_brain, report, say) -> sit
     return result.labels
 
 
-def _check_patients(loaded: List[_Loaded], say) -> None:
+def _check_patients(tps: List[TimePoint]) -> None:
     """Refuse DICOM time points of different patients; NIfTI cannot tell, registration quality warns."""
     ids = {}
-    for item in loaded:
-        source = item.tp.source
+    for tp in tps:
+        source = tp.source
         if source is not None and Path(str(source)).is_dir():
             try:
                 date, patient = study_date_from_dicom(source)
             except GliomaSuiteError:
                 continue
-            ids[item.tp.label] = patient
-    if ids:
-        problem = check_same_patient(ids)
-        if problem:
-            say(problem)
+            ids[tp.label] = patient
+    check_same_patient(ids)
 
 
 def _like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
@@ -287,7 +289,7 @@ def _assess(loaded, on_base, frames, b, rt_end, idh, say) -> dict:
     for i, item in enumerate(loaded):
         frame = frames[i]
         timepoints.append({
-            "label": item.tp.label, "source": None if item.tp.source is None else str(item.tp.source),
+            "label": item.tp.label, "source": _source_json(item.tp.source),
             "seg": None if item.tp.seg is None else str(item.tp.seg),
             "date": item.tp.date.isoformat() if item.tp.date else None,
             "days_from_baseline": item.tp.days_from_baseline, "is_baseline": i == b,
@@ -309,6 +311,17 @@ def _assess(loaded, on_base, frames, b, rt_end, idh, say) -> dict:
     result = {"timepoints": timepoints, "tracks": tracks.summary()}
     judge(result, b, rt_end, idh)
     return result
+
+
+def _source_json(source):
+    """A time point's source as JSON: a path, a list of paths, or {modality: path}."""
+    if source is None:
+        return None
+    if isinstance(source, dict):
+        return {m: str(p) for m, p in source.items()}
+    if isinstance(source, (list, tuple)):
+        return [str(p) for p in source]
+    return str(source)
 
 
 def _scan(tp: dict) -> rano.Scan:
