@@ -336,3 +336,31 @@ def test_case_folds_partition_the_cases_the_same_way_whatever_their_order():
     assert case_folds(names, 5, seed=4) != folds
     with pytest.raises(ValueError, match="cannot split 25 cases into 26 folds"):
         case_folds(names, 26)
+
+
+@pytest.mark.parametrize("case", ["BraTS2021_00006", "Brats18_CBICA_AME_1"])
+def test_one_pass_without_monai_gives_monai_s_single_window_result(case):
+    """Whole-input inference calls the network directly (no MONAI import on the segment path): the same
+    probabilities as MONAI's sliding window with one window covering the input, so the same label map."""
+    from monai.inferers import sliding_window_inference
+
+    from gliomasuite.segmentation.inference import load_model
+    from gliomasuite.study import load_study
+
+    root = os.environ.get("GLIOMASUITE_DATA")
+    if not root:
+        pytest.skip("GLIOMASUITE_DATA is not set (the real BraTS cases live there)")
+    prepared = prepare(load_study(Path(root) / "brats" / case).images)
+    model, _ = load_model("vnet-brats-v2")
+    network, _, _ = network_for(model, torch.device("cpu"), "auto")
+    direct = predict_probabilities(network, prepared.array, torch.device("cpu"))
+
+    class ThroughMonai:  # the network as MONAI ran it before: one window over the whole input
+        divisor, input_downsample = network.divisor, network.input_downsample
+
+        def __call__(self, x):
+            return sliding_window_inference(x, list(x.shape[-3:]), 1, network, overlap=0.0, mode="gaussian")
+
+    reference = predict_probabilities(ThroughMonai(), prepared.array, torch.device("cpu"))
+    assert np.abs(direct - reference).max() < 1e-5
+    assert np.array_equal(postprocess(direct, prepared.brain), postprocess(reference, prepared.brain))

@@ -203,8 +203,6 @@ def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: b
     ``model`` is a V-Net or what :func:`network_for` made of it (its ONNX Runtime twin), or an
     :class:`Ensemble` of those (the mean of its members' probabilities).
     """
-    from monai.inferers import sliding_window_inference
-
     if isinstance(model, Ensemble):
         n = len(model.members)
         total = None
@@ -234,7 +232,7 @@ def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: b
             if progress:
                 progress(i / len(flips), f"V-Net pass {i + 1} of {len(flips)}")
             xi = torch.flip(x, dims) if dims else x
-            logits = sliding_window_inference(xi, roi, 1, model, overlap=0.25 if window else 0.0, mode="gaussian")
+            logits = _windowed(model, xi, roi, window)
             logits = torch.flip(logits, dims) if dims else logits
             if factor > 1:
                 # Upsample only the coarse voxels the crop's voxels are interpolated from (up to one
@@ -247,6 +245,19 @@ def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: b
         if len(flips) > 1:
             total /= len(flips)
     return total.cpu().numpy()
+
+
+def _windowed(model, x: torch.Tensor, roi, window: Optional[int]) -> torch.Tensor:
+    """The network's logits for ``x``: MONAI's sliding-window inference when a window smaller than the
+    input is asked for, else one pass over the whole input. One window covering everything is what
+    MONAI would run too; calling the network directly skips importing MONAI, which took 2-6 s of a
+    cold ``segment`` on 2 cores (``python -X importtime``), for the same label maps
+    (``Testing/core/test_segmentation.py`` compares both paths on real cases)."""
+    if window is None or list(roi) == list(x.shape[-3:]):
+        return model(x)
+    from monai.inferers import sliding_window_inference
+
+    return sliding_window_inference(x, roi, 1, model, overlap=0.25, mode="gaussian")
 
 
 def postprocess(probs: np.ndarray, brain: Optional[np.ndarray] = None) -> np.ndarray:
