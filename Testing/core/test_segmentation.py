@@ -171,6 +171,33 @@ def test_onnx_runtime_twin_computes_the_vnet_forward_pass(config):
     assert torch.allclose(twin(x), expected, atol=1e-4)
 
 
+def test_the_onnx_graph_is_cached_by_the_weights_checksum_and_a_damaged_copy_is_rebuilt(tmp_path, monkeypatch):
+    from gliomasuite.segmentation import onnx_runner
+
+    if not onnx_runner.onnxruntime_available():
+        pytest.skip("onnxruntime and onnx are not installed (pip install '.[onnx]')")
+    monkeypatch.setenv("GLIOMASUITE_CACHE", str(tmp_path))
+    net = _random_vnet(**SMALL).eval()
+    x = torch.randn(1, 4, 32, 16, 48)
+    with torch.no_grad():
+        expected = net(x)
+    first = onnx_runner.OnnxVNet(net, threads=1)(x)
+    cached = tmp_path / "onnx" / f"{onnx_runner.graph_key(net)}.onnx"
+    assert cached.is_file() and (tmp_path / "onnx" / f"{cached.name}.sha256").is_file()
+    built = []
+    monkeypatch.setattr(onnx_runner, "vnet_to_onnx", lambda model: built.append(model) or pytest.fail("rebuilt"))
+    assert torch.allclose(onnx_runner.OnnxVNet(net, threads=1)(x), first)  # read from the cache, not rebuilt
+    monkeypatch.undo()
+    monkeypatch.setenv("GLIOMASUITE_CACHE", str(tmp_path))
+    cached.write_bytes(cached.read_bytes()[:-10] + b"0123456789")  # damaged: its checksum no longer matches
+    assert torch.allclose(onnx_runner.OnnxVNet(net, threads=1)(x), expected, atol=1e-4)
+    other = _random_vnet(**SMALL)
+    assert onnx_runner.graph_key(other) == onnx_runner.graph_key(net)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    assert onnx_runner.graph_key(other) != onnx_runner.graph_key(net)  # other weights, another graph
+
+
 def test_engine_choice_and_fallbacks_to_pytorch(monkeypatch):
     from gliomasuite.segmentation.onnx_runner import onnxruntime_available
 
