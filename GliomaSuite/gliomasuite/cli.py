@@ -424,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import followup
 
     followup.add_parser(sub)
+    from .commands import report
+
+    report.add_parser(sub)
     return parser
 
 

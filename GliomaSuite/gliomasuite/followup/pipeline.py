@@ -364,8 +364,8 @@ def judge(result: dict, baseline_index: int, rt_end: Optional[datetime.date] = N
         entry["preliminary"] = entry[rano.BIDIMENSIONAL]["preliminary"]
         entry["sentence"] = entry[rano.BIDIMENSIONAL]["sentence"]
         if entry[rano.VOLUMETRIC]["category"] != entry["category"]:
-            entry["sentence"] += (f" Volumetrically: {rano.CATEGORY_NAMES[entry[rano.VOLUMETRIC]['category']]} "
-                                  f"({entry[rano.VOLUMETRIC]['sentence'].split(': ', 1)[-1]})")
+            clause = entry[rano.VOLUMETRIC]["sentence"].split(": ", 1)[-1].rstrip(".")
+            entry["sentence"] += f" Volumetrically: {rano.CATEGORY_NAMES[entry[rano.VOLUMETRIC]['category']]}: {clause}."
         responses.append(entry)
     result["responses"] = responses
     result["response"] = responses[-1] if responses else None
