@@ -656,13 +656,17 @@ class FollowupLogic:
         """
         state = self._state(browserNode)
         lesion = _lesion(state.result, timepoint, trackId)
-        lengths = {}
+        lengths, ends = {}, {}
         for role in (RanoLines.LONG, RanoLines.SHORT):
             lines = state.nodes.lines(timepoint, trackId, role)
             length = RanoLines.lineLengthMm(lines[0]) if lines else None
             # A line the reader deleted keeps its last measurement.
             lengths[role] = length if length is not None else lesion["diameters"][f"{role}_mm"]
-        remeasure(state.result, timepoint, trackId, lengths[RanoLines.LONG], lengths[RanoLines.SHORT])
+            # The saved result records where the reader drew the line (RAS back to LPS: same flip).
+            ends[role] = [RanoLines.ras_from_lps(p).tolist() for p in RanoLines.lineEndsRas(lines[0])] \
+                if length is not None else None
+        remeasure(state.result, timepoint, trackId, lengths[RanoLines.LONG], lengths[RanoLines.SHORT],
+                  ends[RanoLines.LONG], ends[RanoLines.SHORT])
         self._persist(state)
         self._updateTables(state)
         if self.onResponseChanged:

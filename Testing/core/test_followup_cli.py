@@ -139,6 +139,16 @@ def test_a_new_measurable_lesion_is_progression_and_named(tmp_path, capsys):
     assert sum(les["status"] == "new" for les in result["timepoints"][1]["lesions"]) == 1
 
 
+def test_time_points_can_be_named(tmp_path, capsys):
+    a = labelmap(tmp_path / "a_seg.nii.gz", tumour())
+    b = labelmap(tmp_path / "b_seg.nii.gz", tumour())
+    code, _ = run(["followup", a, b, "--names", "post-RT", "week 12", "-o", tmp_path / "o"], capsys)
+    assert code == 0
+    result = json.loads((tmp_path / "o" / "followup.json").read_text())
+    assert [tp["label"] for tp in result["timepoints"]] == ["post-RT", "week 12"]
+    assert (tmp_path / "o" / "segmentations" / "week_12.nii.gz").is_file()
+
+
 def test_progression_within_12_weeks_of_radiotherapy_is_preliminary(tmp_path, capsys):
     a = labelmap(tmp_path / "a_seg.nii.gz", tumour(et_radius=8))
     b = labelmap(tmp_path / "b_seg.nii.gz", tumour(et_radius=11))
@@ -266,8 +276,11 @@ def test_a_reader_who_shortens_a_diameter_gets_the_response_judged_again(tmp_pat
     remeasure(result, "b_seg", 1, base["long_mm"], base["short_mm"])
     assert result["response"]["category"] == "SD"
     assert result["timepoints"][1]["sum_of_products_mm2"] == pytest.approx(base["product_mm2"], abs=0.1)
-    remeasure(result, "b_seg", 1, 8.0, 12.0)  # too small to measure: nothing measurable is left
-    assert not result["timepoints"][1]["lesions"][0]["diameters"]["measurable"]
+    ends = [[[0.0, 0.0, 5.0], [12.0, 0.0, 5.0]], [[6.0, -4.0, 5.0], [6.0, 4.0, 5.0]]]
+    remeasure(result, "b_seg", 1, 8.0, 12.0, *ends)  # too small to measure: nothing measurable is left
+    measured = result["timepoints"][1]["lesions"][0]["diameters"]
+    assert not measured["measurable"] and measured["long_mm"] == 12.0 and measured["edited"]
+    assert measured["long_ends_lps"] == ends[1] and measured["short_ends_lps"] == ends[0]  # swapped with them
     with pytest.raises(GliomaSuiteError, match="no measured enhancing lesion 7"):
         remeasure(result, "b_seg", 7, 10.0, 10.0)
 

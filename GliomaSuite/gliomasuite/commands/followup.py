@@ -24,6 +24,8 @@ def add_parser(sub) -> None:
                    help="label convention of the given label maps (auto refuses when the values are ambiguous)")
     p.add_argument("--dates", nargs="+", metavar="YYYY-MM-DD",
                    help="scan date of each time point, same order (default: DICOM StudyDate, else the order given)")
+    p.add_argument("--names", nargs="+", metavar="NAME",
+                   help="a name for each time point, same order (default: file or folder names, else TP1, TP2, ...)")
     p.add_argument("--baseline", help="the baseline, by label or date (default: the first scan; RANO 2.0: the "
                                       "post-radiotherapy scan)")
     p.add_argument("--rt-end", metavar="YYYY-MM-DD", help="last day of radiotherapy: PD within 12 weeks is preliminary")
@@ -43,12 +45,14 @@ def timepoints_from_arguments(args) -> List:
     from ..followup.timepoints import TimePoint, parse_date, study_date_from_dicom
 
     paths = [Path(p) for p in args.timepoints]
-    for option, values in (("--seg", args.seg), ("--dates", args.dates)):
+    for option, values in (("--seg", args.seg), ("--dates", args.dates), ("--names", args.names)):
         if values is not None and len(values) != len(paths):
             raise GliomaSuiteError(f"{option} needs one value per time point: {len(paths)} time points, "
                                    f"{len(values)} {option} values (use '-' for a time point without one).")
     stems = [_stem(p) for p in paths]
     names = stems if len(set(stems)) == len(stems) else [f"TP{i + 1}" for i in range(len(paths))]
+    if args.names:
+        names = list(args.names)
     tps = []
     for i, path in enumerate(paths):
         if not path.exists():

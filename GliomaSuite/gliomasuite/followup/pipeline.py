@@ -372,11 +372,14 @@ def judge(result: dict, baseline_index: int, rt_end: Optional[datetime.date] = N
     return result
 
 
-def remeasure(result: dict, timepoint: str, track_id: int, long_mm: float, short_mm: float) -> dict:
+def remeasure(result: dict, timepoint: str, track_id: int, long_mm: float, short_mm: float,
+              long_ends_lps=None, short_ends_lps=None) -> dict:
     """A reader's own diameters (mm) for one lesion at one time point; the response is judged again.
 
     ``result`` is a ``followup.json`` dict (changed in place and returned); the lesion is named by its
-    time point label and track id, as the Slicer tab's line nodes record them.
+    time point label and track id, as the Slicer tab's line nodes record them. The lines' end points
+    (LPS mm, two each), when given, replace the measured ones, so the saved result shows where the
+    reader drew them.
     """
     for value, what in ((long_mm, "long"), (short_mm, "short")):
         if not (value >= 0 and np.isfinite(value)):
@@ -387,10 +390,14 @@ def remeasure(result: dict, timepoint: str, track_id: int, long_mm: float, short
     lesion = next((les for les in tp["lesions"] if les["track_id"] == track_id), None)
     if lesion is None or not lesion["diameters"]:
         raise GliomaSuiteError(f"{timepoint} has no measured enhancing lesion {track_id}.")
-    long_mm, short_mm = max(long_mm, short_mm), min(long_mm, short_mm)
+    if long_mm < short_mm:  # the reader's "short" line is now the longer one: it is the long diameter
+        long_mm, short_mm, long_ends_lps, short_ends_lps = short_mm, long_mm, short_ends_lps, long_ends_lps
     lesion["diameters"].update(long_mm=float(long_mm), short_mm=float(short_mm),
                                product_mm2=float(long_mm * short_mm),
                                measurable=rano.is_measurable(long_mm, short_mm), edited=True)
+    for key, ends in (("long_ends_lps", long_ends_lps), ("short_ends_lps", short_ends_lps)):
+        if ends is not None:
+            lesion["diameters"][key] = [[float(v) for v in point] for point in ends]
     b = next(i for i, t in enumerate(result["timepoints"]) if t["is_baseline"])
     rt_end = datetime.date.fromisoformat(result["rt_end"]) if result.get("rt_end") else None
     return judge(result, b, rt_end, result.get("idh"))
