@@ -337,3 +337,16 @@ def test_a_time_point_without_t1ce_says_the_enhancing_assessment_is_impossible(t
         (no_t1ce / f"scan_{modality}.nii.gz").symlink_to(case / f"BraTS2021_00006_{modality}.nii.gz")
     _refused(["followup", case, no_t1ce, "--seg", case / "BraTS2021_00006_seg.nii.gz", "-",
               "-o", tmp_path / "o"], capsys, "tp2 has no T1ce", "enhancing", "--seg")
+
+
+def test_auto_labels_on_real_ucsf_files_read_the_post_treatment_convention_or_ask(tmp_path, capsys):
+    root = data_root() / "longitudinal" / "ucsf-alptdg-segs"
+    pair = lambda p: [root / p / f"{p}_time{i}_seg.nii.gz" for i in (1, 2)]  # noqa: E731
+    code, last = run(["followup", *pair("100001"), "--labels", "auto", "-o", tmp_path / "a"], capsys)
+    assert code == 0, last
+    result = json.loads((tmp_path / "a" / "followup.json").read_text())
+    assert result["label_convention"] == "post-treatment"
+    assert result["timepoints"][0]["cavity_cm3"] == pytest.approx(28.445, abs=1e-3)
+    # {2, 4} at both time points: a BraTS 2021 map without necrosis, or a post-treatment one with a
+    # cavity and no enhancing tissue. Calling the cavity enhancing tumour would be wrong: it asks.
+    _refused(["followup", *pair("100116"), "--labels", "auto", "-o", tmp_path / "b"], capsys, "--labels")

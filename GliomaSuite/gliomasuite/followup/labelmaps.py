@@ -102,8 +102,8 @@ def joint_convention(paths) -> Tuple[str, str]:
 
     values = set()
     for path in paths:
-        values |= {int(v) for v in np.unique(sitk.GetArrayViewFromImage(read_label_map(path)))
-                   if float(v).is_integer()}
+        image = read_label_map(path)  # held: a view outlives no image (a freed one reads as zeros)
+        values |= {int(v) for v in np.unique(sitk.GetArrayViewFromImage(image)) if float(v).is_integer()}
     return detect_convention(sorted(values))
 
 

@@ -96,14 +96,16 @@ def compare_timepoints(timepoints: Sequence[TimePoint], out_dir, *, baseline=Non
     share = 0.6 / len(tps)
     loaded = []
     for i, tp in enumerate(tps):
-        report(i * share, f"Loading and segmenting {tp.label} ({i + 1}/{len(tps)})")
+        doing = "Loading" if tp.seg is not None else "Loading and segmenting"
+        report(i * share, f"{doing} {tp.label} ({i + 1}/{len(tps)})")
         loaded.append(_load(tp, label_convention, device, model, check_brain,
                             lambda f, m, i=i: report((i + f) * share, f"{tp.label}: {m}"), say))
 
     base = loaded[b]
     frames = []
     for i, item in enumerate(loaded):
-        report(0.6 + 0.25 * i / len(loaded), f"Registering {item.tp.label} to the baseline {base.tp.label}")
+        if i != b:
+            report(0.6 + 0.25 * i / len(loaded), f"Registering {item.tp.label} to the baseline {base.tp.label}")
         frames.append(_register(item, base, registration, say) if i != b else None)
 
     report(0.85, "Measuring lesions and assessing the response")
@@ -165,7 +167,7 @@ def _segment(item: _Loaded, device, model_name, check_brain, report, say) -> sit
     if missing:
         raise GliomaSuiteError(
             f"{label} has only {has}, and {model.name} cannot segment it without "
-            f"{' and '.join(display_name(m) for m in missing)}; add those images, or give the reader's label map for "
+            f"{' and '.join(display_name(m) for m in missing)}; add {'that image' if len(missing) == 1 else 'those images'}, or give the reader's label map for "
             f"{label} with --seg.")
     result = segment_study(study, model=model, device=device, progress=report, check_brain=check_brain)
     if result.brain_check:
@@ -210,7 +212,7 @@ def _register(item: _Loaded, base: _Loaded, kind: str, say):
         from ..study import grid_differences
 
         diffs = grid_differences(item.grid, base.grid)
-        why = ("as asked (--registration none)" if kind == "none"
+        why = ("as asked with --registration none" if kind == "none"
                else "there are no images to register for " + (label if item.study is None else base.tp.label))
         if diffs:
             raise GliomaSuiteError(
@@ -353,7 +355,7 @@ def judge(result: dict, baseline_index: int, rt_end: Optional[datetime.date] = N
     b = baseline_index
     scans = [_scan(tp) for tp in result["timepoints"]]
     for tp, scan in zip(result["timepoints"], scans):
-        tp["sum_of_products_mm2"] = round(scan.sum_of_products_mm2, 1)
+        tp["sum_of_products_mm2"] = round(float(scan.sum_of_products_mm2), 1)
     responses = []
     for i in range(b + 1, len(scans)):
         entry = {"label": result["timepoints"][i]["label"]}
@@ -424,7 +426,7 @@ def _write(out_dir: Path, result: dict, loaded, on_base, frames, b) -> None:
                 rel = f"registered/{name}_{modality}.nii.gz"
                 write_image_atomically(sitk.Cast(image, sitk.sitkFloat32), staging / rel)
                 result["timepoints"][i]["files"][modality] = rel
-            if frames[i] is not None:
+            if frames[i] is not None and frames[i][1] is not None:  # a registration ran: its .tfm
                 rel = f"transforms/{name}_to_baseline.tfm"
                 (staging / "transforms").mkdir(exist_ok=True)
                 sitk.WriteTransform(frames[i][0], str(staging / rel))

@@ -267,8 +267,9 @@ def _clause(change: ComponentChange) -> str:
         return _amount(value, change.unit)
 
     if change.category == "PD" and change.percent_from_nadir is None:
-        return (f"{change.quantity} went from none at the nadir to {amount(change.current)}, so its percent change "
-                "from the nadir is undefined")
+        nothing = "no measurable lesion" if change.unit == "mm²" else "none"
+        return (f"{change.quantity} went from {nothing} at the nadir to {amount(change.current)}, so its percent "
+                "change from the nadir is undefined")
     if change.category == "PD":
         return (f"{change.quantity} rose {_percent(change.percent_from_nadir)} from the nadir "
                 f"({amount(change.nadir)} → {amount(change.current)})")
