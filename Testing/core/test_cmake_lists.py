@@ -5,7 +5,7 @@ left out of the list still works from the source tree, then fails in the package
 ``ModuleNotFoundError`` or a missing model, where users meet it first. These tests catch that in
 the ordinary pytest run, and their messages give the line to add or remove.
 
-Files of the module: ``GliomaSuite.py``, everything under ``GliomaSuiteLib/``, ``gliomasuite/``
+Files of the module: ``GliomaSuite.py``, everything under ``GliomaSuiteLib/``, ``GliomaSuiteWidgets/``, ``gliomasuite/``
 (the core package, with any data files it keeps beside its code) and ``Resources/``. Python files
 belong in ``set(MODULE_PYTHON_SCRIPTS ...)``, all others in ``set(MODULE_PYTHON_RESOURCES ...)``.
 Files git ignores, ``__pycache__`` and hidden files (``.gitkeep``) are not part of the module.
@@ -22,7 +22,7 @@ CMAKE_LISTS = MODULE_DIR / "CMakeLists.txt"
 SHOWN_AS = "GliomaSuite/CMakeLists.txt"
 MODULE_NAME = "GliomaSuite"
 SCRIPTS, RESOURCES = "MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES"
-MODULE_FOLDERS = (f"{MODULE_NAME}Lib", "gliomasuite", "Resources")
+MODULE_FOLDERS = (f"{MODULE_NAME}Lib", f"{MODULE_NAME}Widgets", "gliomasuite", "Resources")
 
 
 def _is_module_file(relative: str) -> bool:
