@@ -5,8 +5,8 @@ registered back must give that transform again: every brain point within 1 mm, t
 degree. The error of an affine map is affine in the point, so its largest value over the brain lies at
 a corner of the brain's bounding box; the 8 corners bound it for every brain voxel.
 
-Timings measured on 2 shared cores: 4.5-6 s per registration of the scans' own 1 mm images with the
-default schedule (finest level 2 mm), 1-3 s for images resampled to 2 mm. The accuracy cases run on the
+Timings measured on 2 cores: 0.8-1.2 s per registration of the scans' own 1 mm images (binned to 2 mm
+first, see registration.WORKING_SPACING_MM), 1-3 s for images resampled to 2 mm. The accuracy cases run on the
 1 mm images with the defaults, as the product does; the different-patient comparison and the affine
 case run on the scans resampled to 2 mm, where two different brains take 35-55 s at 1 mm.
 Run with ``-s`` to see the measured errors, correlations and timings.
