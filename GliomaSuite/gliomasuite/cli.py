@@ -91,34 +91,66 @@ def cmd_segment(args, progress: Progress) -> dict:
     return summary
 
 
+#: The demo patient: age, scan dates, and the follow-up's tumour growth and head motion in the scanner.
+DEMO_AGE = 60
+DEMO_DATES = ("2024-01-10", "2024-04-03")
+DEMO_GROWTH = 1.2
+DEMO_MOTION = ((3.0, -2.0, 4.0), (4.0, -3.0, 2.0))
+
+
 def cmd_demo(args, progress: Progress) -> dict:
-    """Build the embedded synthetic case, segment it, and score the result against its truth."""
+    """The whole product on the embedded synthetic patient: a baseline and a follow-up study are
+    built, the baseline segmented and scored against its truth, survival estimated, the two time
+    points compared by RANO 2.0, and the report written."""
     import SimpleITK as sitk
 
     from .demo import make_demo_study
+    from .followup.pipeline import compare_timepoints
+    from .followup.timepoints import TimePoint, parse_date
     from .metrics import evaluate_labels
+    from .report.pipeline import write_report
     from .segmentation.inference import load_model, segment_study
     from .study import find_segmentation, load_study
+    from .survival.score import score_label_map
 
     out = Path(args.output)
-    study_dir = out / "study"
-    progress.update(0.0, f"Writing the synthetic demo study to {study_dir}")
+    study_dir, later_dir = out / "study", out / "followup-study"
+    stage = lambda start, end: (lambda f, m: progress.update(start + (end - start) * f, m))  # noqa: E731
+    progress.update(0.0, f"Writing the synthetic demo patient's two studies to {study_dir} and {later_dir}")
     make_demo_study(study_dir, seed=args.seed)
+    make_demo_study(later_dir, seed=args.seed, growth=DEMO_GROWTH, motion=DEMO_MOTION)
     study = load_study(study_dir, log=progress.note)
     model, _ = load_model(args.model)
-    result = segment_study(study, model=model, device=args.device, tta=args.tta, progress=progress.update)
-    write_image_atomically(result.labels, out / "segmentation.nii.gz", model=result.model)
+    result = segment_study(study, model=model, device=args.device, tta=args.tta, progress=stage(0.1, 0.35))
+    seg_path = out / "segmentation.nii.gz"
+    write_image_atomically(result.labels, seg_path, model=result.model)
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(find_segmentation(study_dir))))
     pred = sitk.GetArrayFromImage(result.labels)
     scores = evaluate_labels(pred, truth, spacing=study.reference.GetSpacing()[::-1])
-    report = {"study": str(study_dir), "segmentation": str(out / "segmentation.nii.gz"),
+
+    progress.update(0.35, f"Estimating survival at age {DEMO_AGE}")
+    survival = score_label_map(result.labels, DEMO_AGE, out / "survival", source=seg_path)
+    followup = compare_timepoints(
+        [TimePoint("baseline", study_dir, parse_date(DEMO_DATES[0])),
+         TimePoint("follow-up", later_dir, parse_date(DEMO_DATES[1]))],
+        out / "followup", model=args.model, device=args.device, progress=stage(0.4, 0.85))
+    progress.update(0.85, "Writing the report")
+    written = write_report(study_dir, out / "report", seg=seg_path, survival=out / "survival",
+                           followup=out / "followup", age=DEMO_AGE, overwrite=True, progress=stage(0.85, 1.0))
+    report = {"study": str(study_dir), "segmentation": str(seg_path),
               "model": result.model, "device": result.device, "volumes_cm3": result.volumes_cm3, "warnings": result.warnings,
               "dice": {r: round(m["dice"], 4) for r, m in scores.items()},
-              "hd95_mm": {r: round(m["hd95"], 2) for r, m in scores.items()}}
+              "hd95_mm": {r: round(m["hd95"], 2) for r, m in scores.items()},
+              "survival": {"age": DEMO_AGE, "sentence": survival["sentence"], "json": str(out / "survival" / "survival.json")},
+              "followup": {"category": followup["response"]["category"], "sentence": followup["response"]["sentence"],
+                           "json": str(out / "followup" / "followup.json")},
+              "report": str(written.get("pdf", out / "report" / "report.pdf"))}
     write_json_atomically(report, out / "demo_result.json")
     if not progress.json_lines:
         print("Dice against the demo's truth: " + ", ".join(f"{r} {d:.3f}" for r, d in report["dice"].items()))
-        print(f"Results in {out}")
+        print(survival["sentence"])
+        print(followup["response"]["sentence"])
+        print(f"Results in {out}; the report is {report['report']}")
     return report
 
 

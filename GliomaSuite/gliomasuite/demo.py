@@ -81,22 +81,41 @@ def demo_paths(out_dir: Union[str, pathlib.Path]) -> Dict[str, pathlib.Path]:
     return {key: out_dir / f"{DEMO_PREFIX}_{key}.nii.gz" for key in DEMO_MODALITIES + ("seg",)}
 
 
-def make_demo_study(out_dir: Union[str, pathlib.Path], seed: int = 0, tumour: bool = True) -> pathlib.Path:
+def make_demo_study(out_dir: Union[str, pathlib.Path], seed: int = 0, tumour: bool = True, growth: float = 1.0,
+                    motion=None) -> pathlib.Path:
     """Write the synthetic BraTS-like demo study (four contrasts + truth) into ``out_dir``.
 
     Returns ``out_dir``. The same ``seed`` always gives the same voxel arrays. ``tumour=False``
     gives the same kind of brain without a tumour (an all-zero truth): what "no tumour" looks like.
+    A follow-up scan of the same patient: the same ``seed`` with ``growth`` (the tumour's radius and
+    edema reach scaled, same brain, same place) and ``motion`` (``(rotation_deg_xyz, shift_mm)``, the
+    head placed otherwise in the scanner: the images are resampled by that rigid motion).
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    images, seg = synthesize_demo_arrays(seed, tumour=tumour)
+    images, seg = synthesize_demo_arrays(seed, tumour=tumour, growth=growth)
     paths = demo_paths(out_dir)
     for key, array in list(images.items()) + [("seg", seg)]:
-        sitk.WriteImage(_to_image(array), str(paths[key]), True)
+        image = _to_image(array)
+        if motion is not None:
+            image = _moved(image, motion, is_label=key == "seg")
+        sitk.WriteImage(image, str(paths[key]), True)
     return out_dir
 
 
-def synthesize_demo_arrays(seed: int = 0, return_tissues: bool = False, tumour: bool = True):
+def _moved(image: sitk.Image, motion, is_label: bool) -> sitk.Image:
+    """``image`` as the scanner would see the head moved rigidly by ``motion`` about the grid centre."""
+    degrees, shift = motion
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter(image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()]))
+    transform.SetRotation(*np.deg2rad(degrees))
+    transform.SetTranslation(tuple(float(v) for v in shift))
+    interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
+    moved = sitk.Resample(image, image, transform, interpolator, 0, sitk.sitkFloat32)
+    return sitk.Cast(sitk.Round(moved), image.GetPixelID())
+
+
+def synthesize_demo_arrays(seed: int = 0, return_tissues: bool = False, tumour: bool = True, growth: float = 1.0):
     """The demo study as numpy arrays in SimpleITK order (z, y, x).
 
     Returns ``(images, seg)``: ``{modality: int16 array}`` and the uint8 BraTS label map. With
@@ -107,7 +126,7 @@ def synthesize_demo_arrays(seed: int = 0, return_tissues: bool = False, tumour: 
     anatomy = _anatomy_on_grid(rng)  # tissue fractions on the brain's bounding box of the grid
     crop, mask = anatomy["crop"], anatomy["mask"]
     gm_a, wm_a, csf_a = anatomy["gm"], anatomy["wm"], anatomy["csf"]
-    lesion = _make_tumour(rng, anatomy) if tumour else None
+    lesion = _make_tumour(rng, anatomy, growth) if tumour else None
     labels = lesion["labels"] if tumour else np.zeros(mask.shape, dtype=np.uint8)
 
     images = {}
@@ -292,7 +311,7 @@ def _bias_field(rng: np.random.Generator, shape, amplitude: float) -> np.ndarray
 # tumour
 
 
-def _make_tumour(rng: np.random.Generator, anatomy: dict) -> dict:
+def _make_tumour(rng: np.random.Generator, anatomy: dict, growth: float = 1.0) -> dict:
     """Place an irregular glioma in one hemisphere's white matter.
 
     Applies the mass effect to the tissue maps in ``anatomy`` in place and returns the label map
@@ -324,6 +343,9 @@ def _make_tumour(rng: np.random.Generator, anatomy: dict) -> dict:
         candidates = score >= score.max()
     pts = np.argwhere(candidates) * step
     centre = pts[int(rng.integers(0, len(pts)))].astype(float) + rng.uniform(-1.0, 1.0, 3)
+    if growth != 1.0:  # a later scan: the same place, a larger tumour (growth 1.0 leaves every draw as it was)
+        radius *= growth
+        edema_reach = int(round(edema_reach * growth))
 
     # Local box around the tumour.
     half = int(np.ceil(radius * 1.5 + edema_reach + 8))

@@ -100,7 +100,7 @@ def test_unknown_model_is_refused_clearly(tmp_path):
 
 
 @needs_model
-def test_demo_runs_end_to_end_and_meets_its_dice_target(tmp_path):
+def test_demo_runs_the_whole_product_end_to_end_and_meets_its_dice_target(tmp_path):
     result = run_cli("--json-progress", "demo", "-o", tmp_path / "demo")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
@@ -112,6 +112,12 @@ def test_demo_runs_end_to_end_and_meets_its_dice_target(tmp_path):
     assert seg.GetSize() == t1ce.GetSize() and seg.GetOrigin() == t1ce.GetOrigin()
     assert set(np.unique(sitk.GetArrayFromImage(seg))) <= {0, 1, 2, 4}
     assert report["dice"]["WT"] >= 0.80, report
+    # The whole product: survival, the follow-up (the tumour grew by a fifth in radius: progression), the report.
+    assert (tmp_path / "demo" / "survival" / "survival.json").is_file()
+    followup = json.loads((tmp_path / "demo" / "followup" / "followup.json").read_text())
+    assert followup["response"]["category"] == "PD" == report["followup"]["category"]
+    assert followup["timepoints"][1]["registration"]["warning"] is None  # one patient, moved in the scanner
+    assert (tmp_path / "demo" / "report" / "report.pdf").stat().st_size > 10000
 
 
 @needs_model
