@@ -18,7 +18,7 @@ from typing import Callable, List, Optional
 from . import __version__
 from .errors import CancelledError, GliomaSuiteError
 from .modalities import ALWAYS_NEEDED, MODALITIES
-from .outputs import write_image_atomically, write_json_atomically
+from .outputs import check_output_file, write_image_atomically, write_json_atomically
 from .progress import Progress
 
 EXIT_USER_ERROR = 2
@@ -38,14 +38,12 @@ def _study_source(args) -> object:
     return args.study[0] if len(args.study) == 1 else list(args.study)
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise GliomaSuiteError(f"{path} already exists; choose another output name or pass --overwrite "
-                               "(an edited segmentation is never replaced silently).")
+def _check_output(path: Path, overwrite: bool, image: bool = False) -> None:
+    check_output_file(path, overwrite, image=image)
 
 
 def segment_arguments_study(args, progress_update: Callable[[float, str], None], note: Callable[[str], None],
-                            model_name: Optional[str], probabilities: bool = False):
+                            model_name: Optional[str], probabilities: bool = False, outputs=()):
     """Load the study named by the study arguments and segment it: ``(study, SegmentationResult)``.
 
     The one path from command-line arguments to a label map, for ``segment`` and ``survival --study``.
@@ -62,6 +60,8 @@ def segment_arguments_study(args, progress_update: Callable[[float, str], None],
         # (segment_study says which model ran, and refuses a study the chosen model cannot do without).
         study = load_study(_study_source(args), required=ALWAYS_NEEDED, log=note)
         model, _ = load_model(default_model_for(study.images))
+    for output in outputs:  # checked again now that the input files are known: an input is never replaced
+        check_output_file(output, overwrite=True, inputs=study.paths.values())
     result = segment_study(study, model=model, device=args.device, tta=args.tta, probabilities=probabilities,
                            window=args.window, progress=progress_update, engine=getattr(args, "engine", "auto"),
                            check_brain=not args.skip_brain_check)
@@ -72,11 +72,15 @@ def segment_arguments_study(args, progress_update: Callable[[float, str], None],
 
 def cmd_segment(args, progress: Progress) -> dict:
     output = Path(args.output)
-    _check_output(output, args.overwrite)
+    _check_output(output, args.overwrite, image=True)
+    outputs = [output]
     if args.probabilities:
-        _check_output(Path(args.probabilities), args.overwrite)
+        _check_output(Path(args.probabilities), args.overwrite, image=True)
+        outputs.append(Path(args.probabilities))
+        if Path(args.probabilities).resolve() == output.resolve():
+            raise GliomaSuiteError("--probabilities names the same file as -o; give the probabilities their own file.")
     _, result = segment_arguments_study(args, progress.update, progress.note, args.model,
-                                        probabilities=bool(args.probabilities))
+                                        probabilities=bool(args.probabilities), outputs=outputs)
     write_image_atomically(result.labels, output, model=result.model)
     if result.probabilities is not None:
         write_image_atomically(result.probabilities, Path(args.probabilities), model=result.model)

@@ -18,9 +18,49 @@ from pathlib import Path
 from typing import Optional
 
 from . import __version__
+from .errors import GliomaSuiteError
 
 #: Offset and length of ``descrip`` in the NIfTI-1 header (nifti1.h).
 NIFTI_DESCRIP_OFFSET, NIFTI_DESCRIP_LENGTH = 148, 80
+
+
+#: File names SimpleITK writes images to (``.nii.gz`` first: the suffix of a name is its last two parts).
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def check_output_file(path, overwrite: bool = False, image: bool = False, inputs=()) -> Path:
+    """Refuse, before any work, an output the command could not write or must not: a folder, an
+    unknown image format, an existing file without ``overwrite``, one of the ``inputs``, a path under a
+    file, or a place that cannot be written. Returns the path. Nothing is created."""
+    text = str(path)
+    path = Path(path)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise GliomaSuiteError(f"{text} is a folder; give a file name inside it (for example "
+                               f"{path / ('seg.nii.gz' if image else 'result.json')}).")
+    if image and not path.name.lower().endswith(IMAGE_SUFFIXES):
+        raise GliomaSuiteError(f"{path} has no image file extension GliomaSuite can write; end the name with one of "
+                               f"{', '.join(IMAGE_SUFFIXES)}.")
+    resolved = path.resolve()
+    for source in inputs:
+        if Path(source).resolve() == resolved:
+            raise GliomaSuiteError(f"{path} is one of the input images; choose another output name (an input is "
+                                   "never overwritten, even with --overwrite).")
+    if path.exists() and not overwrite:
+        raise GliomaSuiteError(f"{path} already exists; choose another output name or pass --overwrite "
+                               "(an edited segmentation is never replaced silently).")
+    ancestor = resolved.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise GliomaSuiteError(f"{path} cannot be written: {ancestor} is a file, not a folder; choose an output "
+                               "in a folder.")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise GliomaSuiteError(f"{path} cannot be written ({exc.strerror or exc} in {ancestor}); choose a folder you "
+                               "can write to.") from None
+    return path
 
 
 def stamp(model: Optional[str] = None) -> str:

@@ -365,3 +365,25 @@ def test_calibrating_an_ensemble_is_refused_before_any_work(tmp_path, capsys):
     assert cli.main(["calibrate-segmentation", "--model", DEFAULT_MODEL, "--data", str(tmp_path), "-o", str(out)]) \
         == cli.EXIT_USER_ERROR
     assert "is an ensemble" in capsys.readouterr().err and not out.exists()
+
+
+def test_outputs_that_cannot_or_must_not_be_written_are_refused_before_any_work(tmp_path):
+    study = write_study(tmp_path / "study")
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("not a folder")
+    (tmp_path / "existing").mkdir()
+    cases = [
+        (["-o", "/proc/seg.nii.gz"], "cannot be written"),
+        (["-o", a_file / "seg.nii.gz"], "is a file"),
+        (["-o", tmp_path / "seg.png"], "extension"),
+        (["-o", str(tmp_path / "existing") + "/"], "is a folder"),
+        (["-o", tmp_path / "existing"], "is a folder"),
+        (["-o", tmp_path / "seg.nii.gz", "--probabilities", "/proc/prob.nii.gz"], "cannot be written"),
+        (["-o", tmp_path / "seg.nii.gz", "--probabilities", tmp_path / "seg.nii.gz"], "same file"),
+        (["-o", study / "case_t1.nii.gz", "--overwrite"], "input"),
+    ]
+    before = sorted(p for p in tmp_path.rglob("*"))
+    for extra, words in cases:
+        result = run_cli("segment", study, *extra, timeout=120)
+        assert_one_sentence_error(result, words)  # one line on stderr: no progress line, so no work, before it
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing new on disk, no input replaced
