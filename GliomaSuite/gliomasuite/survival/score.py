@@ -157,7 +157,9 @@ def score_values(values: Mapping, model: SurvivalModel, why: str = "") -> dict:
                             "follow_up_days": follow_up},
         "p_alive": p_alive,
         "brats_class": brats_class_of(median) if math.isfinite(median) else BRATS_CLASSES[2],
-        "som": {"node": [row, col], "grid": [model.som.rows, model.som.cols],
+        # "node" indexes the grid from 0 (as numpy and minisom do); words, plots and tables name the node
+        # from 1, as "node_label" ("row,column") does, so a reader and a program agree on which node it is.
+        "som": {"node": [row, col], "node_label": f"{row + 1},{col + 1}", "grid": [model.som.rows, model.som.cols],
                 "grid_counts": model.som.grid_counts().tolist(), "n": node["n"],
                 "events": node["events"], "subject_ids": node["subject_ids"],
                 "km": node["km"],
@@ -198,7 +200,7 @@ def sentence(result: Mapping) -> str:
     p12, p24 = result["p_alive"].get("12"), result["p_alive"].get("24")
     hood = result["som"]["neighbourhood"]
     similar = (f"The {hood['n']} most similar cohort patients (self-organising map node "
-               f"{result['som']['node'][0] + 1},{result['som']['node'][1] + 1} and its neighbours) had a median survival of "
+               f"{result['som']['node_label']}, row and column counted from 1, and its neighbours) had a median survival of "
                f"{hood['median_months']:.1f} months." if hood["median_months"] is not None else
                f"Fewer than half of the {hood['n']} most similar cohort patients died during follow-up.")
     return (f"{who}, {median}; the chance of being alive is {_pct(p12)} at 12 months and {_pct(p24)} at 24 months. "
