@@ -79,9 +79,18 @@ def cmd_segment(args, progress: Progress) -> dict:
         outputs.append(Path(args.probabilities))
         if Path(args.probabilities).resolve() == output.resolve():
             raise GliomaSuiteError("--probabilities names the same file as -o; give the probabilities their own file.")
-    _, result = segment_arguments_study(args, progress.update, progress.note, args.model,
-                                        probabilities=bool(args.probabilities), outputs=outputs)
+    if args.dicom_seg:  # refused before any work: no highdicom, a study not from DICOM, a bad file name
+        from .report.dicom import check_dicom_seg_request, save_dicom, segment_dicom_seg
+
+        _check_output(Path(args.dicom_seg), args.overwrite)
+        check_dicom_seg_request(_study_source(args), args.dicom_seg)
+        outputs.append(Path(args.dicom_seg))
+    study, result = segment_arguments_study(args, progress.update, progress.note, args.model,
+                                            probabilities=bool(args.probabilities), outputs=outputs)
+    dicom_seg = segment_dicom_seg(study, result.labels, result.model, progress.note) if args.dicom_seg else None
     write_image_atomically(result.labels, output, model=result.model)
+    if dicom_seg is not None:
+        save_dicom(dicom_seg, Path(args.dicom_seg))
     if result.probabilities is not None:
         write_image_atomically(result.probabilities, Path(args.probabilities), model=result.model)
     summary = {"gliomasuite_version": __version__, "output": str(output), "device": result.device, "engine": result.engine, "model": result.model,
@@ -89,6 +98,8 @@ def cmd_segment(args, progress: Progress) -> dict:
                "warnings": result.warnings, "brain_check": result.brain_check}
     if args.probabilities:
         summary["probabilities"] = str(args.probabilities)
+    if args.dicom_seg:
+        summary["dicom_seg"] = str(args.dicom_seg) if dicom_seg is not None else None
     if not progress.json_lines:
         for name, value in summary["volumes_cm3"].items():
             print(f"  {name:>3}: {value:8.2f} cm3")
@@ -385,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_arguments(p)
     p.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz, .nrrd, ...)")
     p.add_argument("--probabilities", metavar="FILE", help="also write WT/TC/ET probabilities here")
+    p.add_argument("--dicom-seg", metavar="FILE", help="also write the label map as a DICOM SEG referencing the "
+                   "study's T1ce DICOM series (needs a DICOM study and highdicom)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (8 passes: slower, smoother)")
     p.add_argument("--model", help="registered model name or a weights file (default: the shipped model)")
@@ -463,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import report
 
     report.add_parser(sub)
+    from .commands import batch
+
+    batch.add_parser(sub)
     return parser
 
 

@@ -12,7 +12,8 @@ def add_parser(sub) -> None:
         description="The report reads what the other commands wrote: the label map (--seg, else the study "
                     "folder's own),\n`gliomasuite survival ... -o DIR` (--survival DIR) and `gliomasuite followup "
                     "... -o DIR` (--followup DIR).\nOutputs in OUT: report.pdf, report.json (fields in "
-                    "docs/report-schema.md), report.csv, figures/.")
+                    "docs/report-schema.md), report.csv, figures/;\nfor a study read from DICOM also "
+                    "report-seg.dcm (DICOM SEG) and report-sr.dcm (TID 1500 SR), needing highdicom.")
     p.add_argument("study", nargs="+", metavar="STUDY", help="the study folder (NIfTI files or DICOM series), or its "
                                                             "image files")
     p.add_argument("-o", "--output", required=True, help="folder to write (must be new or empty, or --overwrite)")
@@ -37,4 +38,6 @@ def run(args, progress: Progress) -> dict:
                           progress=progress.update, note=progress.note)
     if not progress.json_lines:
         print(f"Report ({result['pages']} page{'s' if result['pages'] != 1 else ''}) in {result['pdf']}")
+        if "dicom_seg" in result:
+            print(f"DICOM SEG and SR in {result['dicom_seg']} and {result['dicom_sr']}")
     return result

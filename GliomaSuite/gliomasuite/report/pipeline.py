@@ -43,8 +43,11 @@ def write_report(study, out_dir, *, seg=None, survival=None, followup=None, age:
 
     ``seg`` is the study's BraTS label map (default: the study folder's own); ``survival`` and
     ``followup`` are the folders (or JSON files) ``gliomasuite survival`` and ``gliomasuite followup``
-    wrote; each may be None, which gives a shorter report. Returns where everything went and the page count.
+    wrote; each may be None, which gives a shorter report. A study read from DICOM also gets
+    ``report-seg.dcm`` (DICOM SEG) and ``report-sr.dcm`` (TID 1500 SR) referencing its T1ce series
+    (:mod:`.dicom`). Returns where everything went and the page count.
     """
+    from .dicom import write_report_dicom
     from .figures import draw_key_slices, draw_projection
     from .pdf import render_pdf
 
@@ -73,6 +76,7 @@ def write_report(study, out_dir, *, seg=None, survival=None, followup=None, age:
             writer.writerow(("section", "item", "value", "unit"))
             writer.writerows(number_rows(written))
         pages = render_pdf(written, staging, staging / "report.pdf")
+        dicom = write_report_dicom(inputs, staging, deidentify=deidentify, note=note)  # {} unless DICOM input
         if out.exists():
             shutil.rmtree(out)  # check_output made sure it is empty or a report we may replace
         staging.rename(out)
@@ -84,7 +88,8 @@ def write_report(study, out_dir, *, seg=None, survival=None, followup=None, age:
             shutil.rmtree(staging, ignore_errors=True)
     step(1.0, "Report written")
     return {"output": str(out), "pdf": str(out / "report.pdf"), "json": str(out / "report.json"),
-            "csv": str(out / "report.csv"), "pages": pages, "deidentified": deidentify}
+            "csv": str(out / "report.csv"), "pages": pages, "deidentified": deidentify,
+            **{f"dicom_{kind}": str(out / Path(path).name) for kind, path in dicom.items()}}
 
 
 def _staging(out: Path) -> Path:
