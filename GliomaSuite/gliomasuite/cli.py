@@ -491,7 +491,17 @@ def _install_cancel_handler() -> None:
         pass
 
 
+def _tolerant_output() -> None:
+    """Under an ASCII locale, print "cm³" as an escape instead of failing after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # replaced streams (tests, Slicer) keep their own rules
+            pass
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    _tolerant_output()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -105,7 +105,7 @@ def timed_child(arguments, env: dict, stderr_path: Path) -> dict:
     lines = []
     with open(stderr_path, "w") as stderr:
         start = time.perf_counter()
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1,
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=stderr, encoding="utf-8", errors="replace", bufsize=1,
                                 cwd=REPO)
         for line in proc.stdout:
             lines.append((time.perf_counter() - start, line.rstrip("\n")))

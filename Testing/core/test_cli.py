@@ -20,7 +20,7 @@ needs_model = pytest.mark.skipif(not HAS_MODEL, reason="no shipped segmentation 
 def run_cli(*args, timeout=600):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "GliomaSuite"))
     return subprocess.run([sys.executable, "-m", "gliomasuite", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
 
 
 def assert_one_sentence_error(result, *words):

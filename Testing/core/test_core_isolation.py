@@ -92,7 +92,7 @@ def import_everything(package: str, search_path: Path) -> subprocess.CompletedPr
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(search_path), env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-c", HARNESS, package, ",".join(BLOCKED)],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=600,
     )
 
 

@@ -207,7 +207,7 @@ def dciodvfy(path: Path) -> list:
     """dciodvfy's warnings for ``path``; fails on any error it reports."""
     if not shutil.which("dciodvfy"):
         pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
-    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, encoding="utf-8", errors="replace")
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("Error")]
     warnings = [line for line in lines if line.startswith("Warning")]
@@ -282,7 +282,7 @@ def check_seg_dcmqi(path: Path, labels: sitk.Image, tmp: Path) -> None:
     out = tmp / "dcmqi-seg"
     out.mkdir()
     done = subprocess.run([tool, "--inputDICOM", str(path), "--outputDirectory", str(out), "-t", "nrrd"],
-                          capture_output=True, text=True)
+                          capture_output=True, encoding="utf-8", errors="replace")
     assert done.returncode == 0, done.stdout + done.stderr
     meta = json.loads((out / "meta.json").read_text())
     masks = expected_masks(labels)
@@ -334,7 +334,7 @@ def check_sr(path: Path, seg_path: Path, labels: sitk.Image, tmp: Path) -> None:
     tool = dcmqi("tid1500reader")
     out = tmp / "dcmqi-sr.json"
     done = subprocess.run([tool, "--inputDICOM", str(path), "--outputMetadata", str(out)], capture_output=True,
-                          text=True)
+                          encoding="utf-8", errors="replace")
     assert done.returncode == 0, done.stdout + done.stderr
     meta = json.loads(out.read_text())
     read = {}

@@ -28,7 +28,7 @@ SHIPPED = ("gliomasuite/models/models.json", "gliomasuite/models/vnet-brats-v2.n
 
 
 def _run(*command, cwd, timeout=600, env=None):
-    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout,
                             env=env)
     assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result

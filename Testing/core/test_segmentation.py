@@ -297,7 +297,7 @@ def _run_training(args, env_extra=None, launcher=None):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "GliomaSuite"))
     env.update(env_extra or {})
     cmd = (launcher or [sys.executable, "-m"]) + ["gliomasuite.segmentation.training"] + args
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
 
 
 def test_cache_holds_the_case_quantised(tiny_cache):

@@ -485,5 +485,5 @@ def test_the_follow_up_glue_imports_without_pytorch():
     module_dir = Path(__file__).resolve().parents[2] / "GliomaSuite"
     code = ("import sys; sys.modules['torch'] = None; sys.path.insert(0, sys.argv[1]); "
             "import GliomaSuiteLib.FollowupLogic, GliomaSuiteLib.RanoLines")
-    result = subprocess.run([sys.executable, "-c", code, str(module_dir)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code, str(module_dir)], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert result.returncode == 0, result.stderr
