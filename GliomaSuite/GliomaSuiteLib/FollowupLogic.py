@@ -55,7 +55,7 @@ from gliomasuite.labels import ET
 from gliomasuite.modalities import MODALITIES, display_name
 
 from . import RanoLines
-from .Process import CANCELLED, DONE, FAILED, BackgroundProcess
+from .Process import CANCELLED, DONE, FAILED, BackgroundProcess, OneJobAtATime
 from .SegmentationNodes import (
     _vtk_image_from_array,
     _vtk_matrix_from_numpy,
@@ -185,7 +185,7 @@ class _Followup:
     selectedItem: int = -1
 
 
-class FollowupLogic:
+class FollowupLogic(OneJobAtATime):
     """Runs Follow-up comparisons and keeps their results in the scene.
 
     ``scene`` is the MRML scene; ``python`` the interpreter that runs the core (default: see
@@ -209,10 +209,6 @@ class FollowupLogic:
         self._segmentLogic = SegmentLogic(scene, appLogic)
 
     # --- running -----------------------------------------------------------------------------------
-
-    @property
-    def isRunning(self) -> bool:
-        return self._job is not None
 
     @staticmethod
     def needsSegmentationModel(timepoints: List[TimePointInput]) -> bool:
@@ -272,26 +268,9 @@ class FollowupLogic:
         self._job = job
         return job.process
 
-    def poll(self) -> bool:
-        """Deliver the running job's progress and result; True while it is still running."""
-        return self._job.process.poll() if self._job else False
-
-    def cancel(self) -> None:
-        """Stop the running job's whole process tree; the scene is left as it was."""
-        if self._job:
-            self._job.process.cancel()
-
-    def waitForCompletion(self, timeout: Optional[float] = None) -> Optional[FollowupOutcome]:
-        """Block until the running job has ended (for scripts and tests); returns its outcome."""
-        if self._job:
-            self._job.process.waitForCompletion(timeout)
-        return self.lastOutcome
-
     def cleanup(self) -> None:
         """Cancel a running job and stop following the RANO lines (on module close or scene close)."""
-        if self._job:
-            self._job.process.cancel()
-            self._job.process.waitForCompletion(timeout=BackgroundProcess.CANCEL_GRACE_S + 5)
+        self._stopJob()
         for browserId in list(self._followups):
             self._forget(browserId)
         self.currentBrowser = None

@@ -333,3 +333,39 @@ def _parseLine(line: str) -> dict:
         if isinstance(event, dict) and "event" in event:
             return event
     return {"event": "output", "message": text}
+
+
+class OneJobAtATime:
+    """What a logic that runs one background job at a time offers the widget and scripts.
+
+    The logic keeps its running job in ``self._job`` (anything with a ``process``, a
+    :class:`BackgroundProcess`) and the outcome of the last finished one in ``self.lastOutcome``.
+    """
+
+    _job = None
+    lastOutcome = None
+
+    @property
+    def isRunning(self) -> bool:
+        return self._job is not None
+
+    def poll(self) -> bool:
+        """Deliver the running job's progress and result; True while it is still running."""
+        return self._job.process.poll() if self._job else False
+
+    def cancel(self) -> None:
+        """Stop the running job's whole process tree; the scene is left as it was."""
+        if self._job:
+            self._job.process.cancel()
+
+    def waitForCompletion(self, timeout: Optional[float] = None):
+        """Block until the running job has ended (for scripts and tests); returns its outcome."""
+        if self._job:
+            self._job.process.waitForCompletion(timeout)
+        return self.lastOutcome
+
+    def _stopJob(self) -> None:
+        """Cancel a running job and wait until its process tree is gone (module or scene close)."""
+        if self._job:
+            self._job.process.cancel()
+            self._job.process.waitForCompletion(timeout=BackgroundProcess.CANCEL_GRACE_S + 5)

@@ -40,7 +40,7 @@ from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.labels import SUBREGIONS, volumes_cm3
 from gliomasuite.modalities import ALWAYS_NEEDED, MODALITIES, display_name, identify_text
 
-from .Process import CANCELLED, DONE, FAILED, MODULE_DIR, BackgroundProcess
+from .Process import CANCELLED, DONE, FAILED, MODULE_DIR, BackgroundProcess, OneJobAtATime
 from .SegmentationNodes import (
     image_from_volume_node,
     labels_from_segmentation_node,
@@ -107,7 +107,7 @@ class _Job:
     outcome: SegmentOutcome = None
 
 
-class SegmentLogic:
+class SegmentLogic(OneJobAtATime):
     """Runs Segment on volumes of an MRML scene and manages its results.
 
     ``scene`` is the MRML scene, ``appLogic`` Slicer's application logic (for the Volume Rendering
@@ -176,10 +176,6 @@ class SegmentLogic:
 
     # --- running -----------------------------------------------------------------------------------
 
-    @property
-    def isRunning(self) -> bool:
-        return self._job is not None
-
     def startSegmentation(self, inputs: Dict[str, object], device: str = "auto", tta: bool = False,
                           outputNode=None, overwrite: bool = False, workFolder=None, skipBrainCheck: bool = False,
                           onProgress: Optional[Callable[[float, str], None]] = None,
@@ -228,26 +224,9 @@ class SegmentLogic:
         self._job = job
         return job.process
 
-    def poll(self) -> bool:
-        """Deliver the running job's progress and result; True while it is still running."""
-        return self._job.process.poll() if self._job else False
-
-    def cancel(self) -> None:
-        """Stop the running job's whole process tree; the scene is left as it was."""
-        if self._job:
-            self._job.process.cancel()
-
-    def waitForCompletion(self, timeout: Optional[float] = None) -> Optional[SegmentOutcome]:
-        """Block until the running job has ended (for scripts and tests); returns its outcome."""
-        if self._job:
-            self._job.process.waitForCompletion(timeout)
-        return self.lastOutcome
-
     def cleanup(self) -> None:
         """Cancel a running job and stop following edits (on module close or scene close)."""
-        if self._job:
-            self._job.process.cancel()
-            self._job.process.waitForCompletion(timeout=BackgroundProcess.CANCEL_GRACE_S + 5)
+        self._stopJob()
         for node, tags in self._observedSegmentations.values():
             for tag in tags:
                 node.RemoveObserver(tag)

@@ -285,23 +285,29 @@ def test_a_reader_who_shortens_a_diameter_gets_the_response_judged_again(tmp_pat
         remeasure(result, "b_seg", 7, 10.0, 10.0)
 
 
-def write_dicom_timepoint(folder, values, study_date, patient_id):
-    """A small MR series (SeriesDescription T1ce) with the tags a scanner writes: date and patient."""
+def write_dicom_series(folder, values, tags, uid):
+    """A small MR series (SeriesDescription T1ce, 1 mm, axial) with the given header ``tags``, as a scanner
+    writes one; ``uid`` roots its study and series UIDs. Shared with test_report."""
     folder.mkdir(parents=True)
     volume = sitk.GetImageFromArray(values.astype(np.int16))
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    uid = "1.2.826.0.1.3680043.2.1125.1." + study_date
     for z in range(volume.GetDepth()):
         plane = volume[:, :, z]
-        for tag, value in (("0008|0020", study_date), ("0010|0020", patient_id), ("0008|0060", "MR"),
-                           ("0008|103e", "T1ce"), ("0020|000d", uid + ".1"), ("0020|000e", uid + ".2"),
-                           ("0020|0013", str(z + 1)), ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0028|0030", "1\\1"),
+        for tag, value in (*tags.items(), ("0008|0060", "MR"), ("0008|103e", "T1ce"), ("0020|000d", uid + ".1"),
+                           ("0020|000e", uid + ".2"), ("0020|0013", str(z + 1)), ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                           ("0028|0030", "1\\1"),
                            ("0020|0032", "\\".join(map(str, volume.TransformIndexToPhysicalPoint((0, 0, z)))))):
             plane.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
         writer.Execute(plane)
     return folder
+
+
+def write_dicom_timepoint(folder, values, study_date, patient_id):
+    """A dated scan of one patient: StudyDate and PatientID in its headers."""
+    return write_dicom_series(folder, values, {"0008|0020": study_date, "0010|0020": patient_id},
+                              "1.2.826.0.1.3680043.2.1125.1." + study_date)
 
 
 def test_dicom_time_points_are_dated_by_their_headers_and_must_be_one_patient(tmp_path, capsys):

@@ -264,22 +264,11 @@ def test_a_study_without_a_segmentation_is_refused_with_what_to_run(case, tmp_pa
 
 def write_named_dicom(folder: Path, values: np.ndarray) -> Path:
     """A small MR series (SeriesDescription T1ce) whose headers name the patient, as a scanner's do."""
-    folder.mkdir(parents=True)
-    volume = sitk.GetImageFromArray(values.astype(np.int16))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    uid = "1.2.826.0.1.3680043.2.1125.7.20240110"
-    for z in range(volume.GetDepth()):
-        plane = volume[:, :, z]
-        for tag, value in (("0010|0010", NAME), ("0010|0020", PATIENT_ID), ("0010|0030", BIRTH_DATE),
-                           ("0008|0020", STUDY_DATE), ("0020|0010", STUDY_ID), ("0008|0060", "MR"),
-                           ("0008|103e", "T1ce"), ("0020|000d", uid + ".1"), ("0020|000e", uid + ".2"),
-                           ("0020|0013", str(z + 1)), ("0020|0037", "1\\0\\0\\0\\1\\0"), ("0028|0030", "1\\1"),
-                           ("0020|0032", "\\".join(map(str, volume.TransformIndexToPhysicalPoint((0, 0, z)))))):
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(plane)
-    return folder
+    from test_followup_cli import write_dicom_series
+
+    return write_dicom_series(folder, values, {"0010|0010": NAME, "0010|0020": PATIENT_ID, "0010|0030": BIRTH_DATE,
+                                               "0008|0020": STUDY_DATE, "0020|0010": STUDY_ID},
+                              "1.2.826.0.1.3680043.2.1125.7.20240110")
 
 
 def ball(shape, centre, radius):
