@@ -56,6 +56,7 @@ from GliomaSuiteLib.Process import CANCELLED, DONE
 from GliomaSuiteLib.SegmentLogic import SegmentLogic, SegmentOutcome
 from GliomaSuiteLib.SurvivalLogic import SURVIVAL_LAYOUT_ID, SurvivalLogic, SurvivalOutcome
 from GliomaSuiteWidgets.FollowupPanel import FollowupPanel
+from GliomaSuiteWidgets.ReportPanel import ReportPanel
 
 #: Packages Slicer or its PyTorch extension provide: never replaced by our requirements' dependencies.
 SLICER_OWN_PACKAGES = ["numpy", "SimpleITK", "torch"]
@@ -160,6 +161,7 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._fillPending = False
         self._survivalUpdate = None
         self.followupPanel = None
+        self.reportPanel = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -184,6 +186,8 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.estimateButton.connect("clicked(bool)", self.onEstimateButton)
         self.ui.followEditsCheckBox.connect("toggled(bool)", self.onFollowEditsToggled)
         self.followupPanel = FollowupPanel(self.ui.followUpCollapsibleButton, self.ui.followUpComingLabel, self.logic)
+        self.reportPanel = ReportPanel(self.ui.reportCollapsibleButton, self.ui.reportComingLabel, self.logic,
+                                       lambda: self._parameterNode)
 
         self.initializeParameterNode()
 
@@ -193,6 +197,8 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self.followupPanel:
             self.followupPanel.close()
+        if self.reportPanel:
+            self.reportPanel.close()
         if self.logic:
             self.logic.segmentLogic.cleanup()
             self.logic.survivalLogic.cleanup()

@@ -74,6 +74,11 @@ FOLLOWUP_ATTRIBUTE = "GliomaSuite.followup"
 ROLE_PREFIX = "GliomaSuite.followup."
 LINES_ROLE = ROLE_PREFIX + "ranoLine"  # one reference per RANO line
 SEQUENCE_ROLE_PREFIX = ROLE_PREFIX + "sequence."  # + modality: its sequence of registered volumes
+RECURRENCE_MAP_ROLE = ROLE_PREFIX + "recurrenceMap"
+RECURRENCE_ATTRIBUTE = "GliomaSuite.recurrence"
+RECURRENCE_COLOURS = "GliomaSuite recurrence probability"
+RECURRENCE_SHOWN_FROM = 0.1
+RECURRENCE_OPACITY = 0.5
 #: Attribute of the change segmentation: its segments' volumes (JSON, cm3) and the two time points.
 CHANGE_ATTRIBUTE = ROLE_PREFIX + "change"
 
@@ -400,6 +405,8 @@ class FollowupLogic(OneJobAtATime):
 
         try:
             nodes = self._buildNodes(folder, result, name, keep)
+            if (result.get("recurrence") or {}).get("map"):
+                self._addRecurrenceMap(folder, result, name, nodes.browserNode, keep)
             state = _Followup(nodes, result)
             self._persist(state)
             self._updateTables(state)
@@ -407,8 +414,6 @@ class FollowupLogic(OneJobAtATime):
             for node in reversed(added):
                 _removeNode(self.scene, node)
             raise
-        # Where the recurrence model's output will go: once result["recurrence"]["available"], its map
-        # of where recurrence is likely joins the scene here, as an overlay on the latest scan.
         self._followups[nodes.browserNode.GetID()] = state
         self.currentBrowser = nodes.browserNode
         self._observe(state)
@@ -613,12 +618,82 @@ class FollowupLogic(OneJobAtATime):
         return response["sentence"] if response else "No scan after the baseline, so no response was judged."
 
     def recurrence(self, browserNode=None) -> dict:
-        """What the recurrence model said (``followup.json``'s "recurrence"); ``available`` is False
-        until the core ships the recurrent U-Net, and then the entry holds P(recurrence) and its map."""
-        return dict(self.result(browserNode).get("recurrence") or {"available": False, "note": ""})
+        """What the recurrence model said (``followup.json``'s "recurrence"): ``probability`` (None with
+        ``reasons`` when the model would not give one), ``threshold``, ``called``, ``sentence``, ``map``."""
+        return dict(self.result(browserNode).get("recurrence") or {"available": False, "sentence": ""})
 
     def recurrenceAvailable(self, browserNode=None) -> bool:
         return bool(self.recurrence(browserNode).get("available"))
+
+    def recurrenceMapNode(self, browserNode=None):
+        """The volume of P(tumour at the next visit) on the baseline's grid, or None."""
+        return self._browser(browserNode).GetNodeReference(RECURRENCE_MAP_ROLE)
+
+    def recurrenceModelCard(self, browserNode=None) -> Optional[Path]:
+        """The recurrence model's card (what it was trained on, how it was checked, its limits)."""
+        from gliomasuite.registry import MODELS_DIR
+
+        card = self.recurrence(browserNode).get("card")
+        return MODELS_DIR / card if card else None
+
+    def showRecurrenceMap(self, browserNode=None, show: bool = True, opacity: float = RECURRENCE_OPACITY) -> None:
+        """Overlay the map on every slice view (foreground, over the registered scan), or take it off."""
+        node = self.recurrenceMapNode(browserNode)
+        if node is None:
+            raise GliomaSuiteError("This follow-up has no recurrence map (the model did not run or found no T1ce).")
+        composites = self.scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+        for index in range(composites.GetNumberOfItems()):
+            composite = composites.GetItemAsObject(index)
+            composite.SetForegroundVolumeID(node.GetID() if show else None)
+            composite.SetForegroundOpacity(opacity if show else 0.0)
+        legend = self.recurrenceLegendNode(browserNode)
+        if legend is not None:
+            legend.SetVisibility(show)
+
+    def recurrenceLegendNode(self, browserNode=None):
+        """The colour legend shown beside the map (a display node of the map volume), or None."""
+        node = self.recurrenceMapNode(browserNode)
+        for index in range(node.GetNumberOfDisplayNodes() if node is not None else 0):
+            display = node.GetNthDisplayNode(index)
+            if display is not None and display.IsA("vtkMRMLColorLegendDisplayNode"):
+                return display
+        return None
+
+    def _addRecurrenceMap(self, folder: Path, result: dict, name: str, browser, keep) -> None:
+        """The map as a volume with a probability colour scale and its legend, referenced by the browser."""
+        image = _readImage(folder / result["recurrence"]["map"])
+        node = keep(volume_node_from_image(self.scene, image, f"{name} P(tumour at next visit)"))
+        node.SetAttribute(RECURRENCE_ATTRIBUTE, json.dumps({k: result["recurrence"].get(k) for k in
+                                                            ("probability", "threshold", "called", "model", "card")}))
+        display = node.GetDisplayNode()
+        display.SetAndObserveColorNodeID(self._recurrenceColours().GetID())
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, 1.0)
+        display.SetApplyThreshold(True)  # below 10 % the scan shows through untouched
+        display.SetLowerThreshold(RECURRENCE_SHOWN_FROM)
+        display.SetUpperThreshold(1.0)
+        if not self.scene.IsNodeClassRegistered("vtkMRMLColorLegendDisplayNode"):  # Slicer's Colors module does this
+            self.scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+        legend = keep(self.scene.AddNewNodeByClass("vtkMRMLColorLegendDisplayNode", f"{name} recurrence legend"))
+        legend.SetAndObservePrimaryDisplayNode(display)
+        legend.SetTitleText("P(tumour at next visit)")
+        legend.SetLabelFormat("%.1f")
+        node.AddAndObserveDisplayNodeID(legend.GetID())
+        browser.SetNodeReferenceID(RECURRENCE_MAP_ROLE, node.GetID())
+
+    def _recurrenceColours(self):
+        """One colour table in the scene, transparent-free yellow to red over 0..1 (made here: slicer-core ships
+        no colour files)."""
+        existing = self.scene.GetFirstNodeByName(RECURRENCE_COLOURS)
+        if existing is not None:
+            return existing
+        table = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", RECURRENCE_COLOURS)
+        table.SetTypeToUser()
+        table.SetNumberOfColors(256)
+        for i in range(256):
+            t = i / 255.0
+            table.SetColor(i, f"{t:.2f}", 1.0, 1.0 - 0.9 * t, 0.15 * (1 - t), 1.0)
+        return table
 
     def changeVolumesCm3(self, browserNode=None) -> Dict[str, float]:
         """Volumes of the change segments ("New", "Grown", "Shrunk") as loaded, cm3."""
@@ -761,8 +836,7 @@ class FollowupLogic(OneJobAtATime):
                   if lesion.get("diameters") and lesion["diameters"].get("edited")]
         rows.append(("Measured by the reader", ", ".join(edited) or "none (all diameters as the core measured them)"))
         recurrence = result.get("recurrence") or {}
-        rows.append(("Recurrence", recurrence.get("note") or
-                     ("available" if recurrence.get("available") else "not available")))
+        rows.append(("Recurrence", recurrence.get("sentence") or "not available"))
         for note in result.get("notes") or []:
             rows.append(("Note", note))
         _fillTable(nodes.resultsTableNode, [(ITEM, [r[0] for r in rows], "", ""), (VALUE, [r[1] for r in rows], "", "")])

@@ -21,7 +21,7 @@ from GliomaSuiteLib.Process import CANCELLED, DONE
 
 class FollowupPanel:
     """The Follow-up section: the time points, Compare (Cancel while it runs), its progress, the
-    response in words and a place for the recurrence model.
+    response in words, and the recurrence model's probability, where-next overlay and its limits.
 
     Built in code inside the .ui's Follow-up section. Every decision is FollowupLogic's; this class
     only turns the widgets into its inputs and its outcome into text.
@@ -89,10 +89,25 @@ class FollowupPanel:
         layout.addWidget(self.responseLabel)
         recurrenceBox = qt.QGroupBox(_("Recurrence"))
         recurrenceLayout = qt.QVBoxLayout(recurrenceBox)
-        self.recurrenceLabel = qt.QLabel(_("Not available yet: the recurrence model (a recurrent U-Net over the "
-                                           "registered scans) will give the risk of recurrence and a map of where."))
+        self.recurrenceLabel = qt.QLabel(_("Compare at least two dated time points with a T1ce: a recurrent U-Net "
+                                           "gives P(recurrence) for the latest scan and a map of where tumour is "
+                                           "expected at the next visit."))
         self.recurrenceLabel.wordWrap = True
         recurrenceLayout.addWidget(self.recurrenceLabel)
+        recurrenceButtons = qt.QHBoxLayout()
+        self.mapCheckBox = qt.QCheckBox(_("Show the where-next map"))
+        self.mapCheckBox.toolTip = _("Overlay P(tumour at the next visit) on the slice views (yellow low, red high; "
+                                     "below 0.1 not drawn), with its colour legend.")
+        self.mapCheckBox.enabled = False
+        self.mapCheckBox.connect("toggled(bool)", self.onShowMap)
+        recurrenceButtons.addWidget(self.mapCheckBox)
+        self.limitsButton = qt.QPushButton(_("Model limits..."))
+        self.limitsButton.toolTip = _("The recurrence model's card: trained on simulations, how it was checked, "
+                                      "what it cannot do.")
+        self.limitsButton.enabled = False
+        self.limitsButton.connect("clicked()", self.onShowLimits)
+        recurrenceButtons.addWidget(self.limitsButton)
+        recurrenceLayout.addLayout(recurrenceButtons)
         layout.addWidget(recurrenceBox)
 
         self.pollTimer = qt.QTimer()
@@ -247,8 +262,27 @@ class FollowupPanel:
     def _showResponse(self, browser):
         self.responseLabel.text = self.logic.responseSentence(browser)
         recurrence = self.logic.recurrence(browser)
-        if recurrence.get("available"):
-            self.recurrenceLabel.text = recurrence.get("sentence") or recurrence.get("note") or ""
+        self.recurrenceLabel.text = recurrence.get("sentence") or ""
+        hasMap = self.logic.recurrenceMapNode(browser) is not None
+        self.mapCheckBox.enabled = hasMap
+        self.limitsButton.enabled = self.logic.recurrenceModelCard(browser) is not None
+        if hasMap:
+            self.mapCheckBox.checked = True
+            self.logic.showRecurrenceMap(browser, True)
+
+    def onShowMap(self, show):
+        if self.logic.currentBrowser is not None and self.logic.recurrenceMapNode() is not None:
+            self.logic.showRecurrenceMap(None, bool(show))
+
+    def onShowLimits(self):
+        card = self.logic.recurrenceModelCard()
+        if card is None or not card.is_file():
+            return
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setWindowTitle(_("Recurrence model: what it is and its limits"))
+        box.setText(self.logic.recurrence().get("limits") or "")
+        box.setDetailedText(card.read_text(encoding="utf-8"))
+        box.exec_()
 
     def _updateButtons(self):
         running = self.logic.isRunning

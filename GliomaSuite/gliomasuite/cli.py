@@ -479,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import batch
 
     batch.add_parser(sub)
+    from .commands import train_recurrence
+
+    train_recurrence.add_parser(sub)
     return parser
 
 

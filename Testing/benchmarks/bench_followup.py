@@ -18,7 +18,8 @@ commands have no thread option; torch, and ONNX Runtime through torch's count, f
    the same four images moved rigidly (Euler angles 6, -4 and 3 degrees about the image centre, a
    (5, -4, 3) mm shift, linear resampling onto the same grid: the transform of
    ``Testing/core/test_followup_cli.py::test_real_scan_against_a_moved_copy_of_itself_is_stable``),
-   written once to a temporary folder: two segmentations, a rigid registration and the outputs;
+   written once to a temporary folder: two segmentations, a rigid registration, the recurrence model
+   and the outputs; and the same with ``--no-recurrence``, so the recurrence model's cost is their difference;
 3. **labels**: ``gliomasuite followup T1_SEG T2_SEG --labels post-treatment -o OUT`` on one patient's two
    real UCSF-ALPTDG label maps (no network, no registration): the follow-up's own overhead.
 
@@ -67,6 +68,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NU
 PHASES = (("Loading and segmenting ", "load+segment "), ("Registering ", "register"),
           ("Measuring lesions", "measure"), ("Writing ", "write"), ("Follow-up written", "finish"))
 TARGET_RATIO = 3.0
+RECURRENCE_TARGET_S = 2.0
 
 
 def write_moved_copy(case: Path, folder: Path, threads: int) -> dict:
@@ -197,13 +199,15 @@ def main(argv=None):
             sys.exit(f"{path} is missing from GLIOMASUITE_DATA.")
     log = sys.stderr if not args.output else sys.stdout
     env = child_env(args.threads)
-    runs = {"segment": [], "followup": [], "labels": []}
+    runs = {"segment": [], "followup": [], "followup_no_recurrence": [], "labels": []}
     with tempfile.TemporaryDirectory(prefix="bench-followup-") as tmp:
         tmp = Path(tmp)
         moved = write_moved_copy(case, tmp / "moved", args.threads)
         commands = {
             "segment": lambda r: ["segment", case, "-o", tmp / f"seg-{r}.nii.gz"],
             "followup": lambda r: ["followup", case, tmp / "moved", "--dates", *DATES, "-o", tmp / f"followup-{r}"],
+            "followup_no_recurrence": lambda r: ["followup", case, tmp / "moved", "--dates", *DATES, "--no-recurrence",
+                                                 "-o", tmp / f"followup-norec-{r}"],
             "labels": lambda r: ["followup", *maps, "--labels", "post-treatment", "-o", tmp / f"labels-{r}"],
         }
         for r in range(args.repeats):
@@ -211,14 +215,14 @@ def main(argv=None):
                 run = timed_child(make(r), env, tmp / f"{name}-{r}.stderr")
                 run["command"] = shlex.join(["gliomasuite", "--json-progress", *map(str, make(r))])
                 runs[name].append(run)
-                print(f"repeat {r + 1}/{args.repeats} {name:8s} {run['wall_s']:7.2f} s  peak {run['peak_rss_mb']:7.1f} MB"
+                print(f"repeat {r + 1}/{args.repeats} {name:22s} {run['wall_s']:7.2f} s  peak {run['peak_rss_mb']:7.1f} MB"
                       + (f"  FAILED: {run.get('error')}" if run["exit_status"] else ""), file=log, flush=True)
         result = json.loads((tmp / "followup-0" / "followup.json").read_text()) \
             if (tmp / "followup-0" / "followup.json").is_file() else None
 
     failed = {name: [r.get("error") for r in rs if r["exit_status"]] for name, rs in runs.items()}
     ok = {name: [r for r in rs if r["exit_status"] == 0] for name, rs in runs.items()}
-    seg, fu, lab = (median_of(ok[n], "wall_s") for n in ("segment", "followup", "labels"))
+    seg, fu, lab, nr = (median_of(ok[n], "wall_s") for n in ("segment", "followup", "labels", "followup_no_recurrence"))
     ratios = [round(f["wall_s"] / s["wall_s"], 3) for s, f in zip(runs["segment"], runs["followup"])
               if s["exit_status"] == 0 and f["exit_status"] == 0]
     cpu = {n: median_of([{"cpu": r["user_cpu_s"] + r["system_cpu_s"]} for r in ok[n]], "cpu") for n in runs}
@@ -231,11 +235,18 @@ def main(argv=None):
         "threads": args.threads, "thread_environment": {n: env[n] for n in THREAD_VARIABLES},
         "repeats": args.repeats, "case": args.case, "moved_copy": moved, "ucsf_patient": args.ucsf,
         "target": f"followup <= {TARGET_RATIO:g} x segment (2 threads, two time points)",
-        "median_s": {"segment": seg, "followup": fu, "labels_only_followup": lab},
+        "median_s": {"segment": seg, "followup": fu, "followup_no_recurrence": nr, "labels_only_followup": lab},
         "ratio_followup_over_segment_of_medians": round(fu / seg, 3) if seg and fu else None,
         "ratio_followup_over_segment_per_repeat": ratios,
         "ratio_labels_only_over_segment_of_medians": round(lab / seg, 3) if seg and lab else None,
         "meets_target": (fu / seg <= TARGET_RATIO) if seg and fu else None,
+        # The recurrence model's cost (issue: at most RECURRENCE_TARGET_S more on 2 threads), the same
+        # follow-up with and without it, interleaved.
+        "recurrence_adds_s_of_medians": round(fu - nr, 3) if fu and nr else None,
+        "recurrence_adds_s_per_repeat": [round(f["wall_s"] - n["wall_s"], 3) for f, n in
+                                         zip(runs["followup"], runs["followup_no_recurrence"])
+                                         if f["exit_status"] == 0 and n["exit_status"] == 0],
+        "recurrence_target": f"at most {RECURRENCE_TARGET_S:g} s more than --no-recurrence",
         "median_peak_rss_mb": {n: median_of(ok[n], "peak_rss_mb") for n in runs},
         "max_peak_rss_mb": {n: max((r["peak_rss_mb"] for r in ok[n]), default=None) for n in runs},
         "median_cpu_s": cpu,
@@ -263,6 +274,8 @@ def main(argv=None):
           f"{os.cpu_count()} cores, possibly shared):", file=log)
     print(f"  segment              {seg} s   peak {report['median_peak_rss_mb']['segment']} MB", file=log)
     print(f"  followup (2 TPs)     {fu} s   peak {report['median_peak_rss_mb']['followup']} MB", file=log)
+    print(f"  followup without the recurrence model {nr} s: the model adds {report['recurrence_adds_s_of_medians']} s "
+          f"(per repeat {report['recurrence_adds_s_per_repeat']}; target <= {RECURRENCE_TARGET_S:g} s)", file=log)
     print(f"  followup labels-only {lab} s   peak {report['median_peak_rss_mb']['labels']} MB", file=log)
     print(f"  ratio followup/segment {report['ratio_followup_over_segment_of_medians']} (per repeat {ratios}); "
           f"target <= {TARGET_RATIO:g}: {'met' if report['meets_target'] else 'NOT met'}", file=log)

@@ -104,6 +104,50 @@ def test_growing_enhancing_tumour_is_progression_with_every_output_written(tmp_p
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
+def test_dated_t1ce_scans_get_a_recurrence_probability_and_a_where_next_map(tmp_path, capsys):
+    """Two dated T1ce scans with the reader's masks: followup.json's recurrence entry holds the probability,
+    the threshold and the call, and the map is an image on the baseline's grid."""
+    scans, masks = [], []
+    for i, radius in enumerate((8, 11)):
+        labels = tumour(et_radius=radius)
+        head = ball(labels.shape, (20, 32, 32), 30)
+        values = np.where(head, 500, 0) + 600 * (labels == 4) + 100 * (labels == 2)
+        scans.append(tmp_path / f"scan{i}_t1ce.nii.gz")
+        image = sitk.GetImageFromArray(values.astype(np.int16))
+        sitk.WriteImage(image, str(scans[-1]))
+        masks.append(labelmap(tmp_path / f"scan{i}_seg.nii.gz", labels))
+    out = tmp_path / "out"
+    code, last = run(["followup", *scans, "--seg", *masks, "--modality", "t1ce", "--registration", "none",
+                      "--dates", "2024-01-10", "2024-04-02", "-o", out], capsys)
+    assert code == 0, last
+    recurrence = json.loads((out / "followup.json").read_text())["recurrence"]
+    assert recurrence["available"] and 0.0 <= recurrence["probability"] <= 1.0 and recurrence["threshold"] == 0.5
+    assert recurrence["called"] == (recurrence["probability"] >= 0.5) and recurrence["reasons"] == []
+    assert recurrence["model"] == "recurrence-sim-v1" and "card" in recurrence and recurrence["limits"]
+    assert last["result"]["recurrence_probability"] == recurrence["probability"]
+    probability_map = sitk.ReadImage(str(out / recurrence["map"]))
+    baseline = sitk.ReadImage(str(scans[0]))
+    assert probability_map.GetSize() == baseline.GetSize() and probability_map.GetSpacing() == baseline.GetSpacing()
+    values = sitk.GetArrayFromImage(probability_map)
+    assert 0.0 <= values.min() and values.max() <= 1.0
+
+    code, _ = run(["followup", *scans, "--seg", *masks, "--modality", "t1ce", "--registration", "none",
+                   "--dates", "2024-01-10", "2024-04-02", "--no-recurrence", "-o", tmp_path / "without"], capsys)
+    assert code == 0
+    skipped = json.loads((tmp_path / "without" / "followup.json").read_text())["recurrence"]
+    assert skipped["available"] is False and not (tmp_path / "without" / "recurrence").exists()
+
+
+def test_label_maps_alone_get_no_recurrence_number_and_say_why(tmp_path, capsys):
+    a = labelmap(tmp_path / "a_seg.nii.gz", tumour(et_radius=8))
+    b = labelmap(tmp_path / "b_seg.nii.gz", tumour(et_radius=10))
+    code, _ = run(["followup", a, b, "--dates", "2024-01-10", "2024-04-02", "-o", tmp_path / "o"], capsys)
+    assert code == 0
+    recurrence = json.loads((tmp_path / "o" / "followup.json").read_text())["recurrence"]
+    assert recurrence["probability"] is None and recurrence["called"] is None and recurrence["map"] is None
+    assert "T1ce" in recurrence["sentence"]
+
+
 def test_a_tumour_that_shrank_then_regrew_is_judged_against_the_nadir(tmp_path, capsys):
     maps = [labelmap(tmp_path / f"t{i}_seg.nii.gz", tumour(et_radius=r)) for i, r in enumerate((12, 7, 9))]
     code, _ = run(["followup", *maps, "--dates", "2024-01-01", "2024-03-01", "2024-05-01", "-o", tmp_path / "o"],

@@ -143,7 +143,9 @@ def test_survival_and_follow_up_numbers_are_those_the_commands_wrote(case):
     diameters = f["timepoints"][1]["lesions"][0]["diameters"]
     assert later["lesions"][0]["long_mm"] == round(diameters["long_mm"], 1)
     assert rf["response"]["sentence"] == f["response"]["sentence"]
-    assert rf["recurrence"] == {"available": False, "text": RECURRENCE_NOT_AVAILABLE}
+    recurrence = f["recurrence"]
+    assert rf["recurrence"]["probability"] == recurrence.get("probability")
+    assert rf["recurrence"]["text"] == (recurrence.get("sentence") or RECURRENCE_NOT_AVAILABLE)
     assert not [q for q in report["quality"]["flags"] if q["level"] == "warning"]  # consistent inputs
 
 
@@ -171,7 +173,7 @@ def test_the_pdf_shows_the_json_numbers_the_response_and_the_intended_use(case):
     assert words(report["followup"]["response"]["sentence"]) in text
     assert f"{report['survival']['median_months']:.1f} months" in text
     assert f"{report['survival']['p_alive']['12']['percent']}%" in text
-    assert "Recurrence: not available in this version" in text
+    assert words("Recurrence: " + report["followup"]["recurrence"]["text"]) in text
     assert "Lobe: not determined" in text and CASE in text
     lesion = report["followup"]["timepoints"][1]["lesions"][0]
     assert f"{lesion['long_mm']:.1f} × {lesion['short_mm']:.1f}" in text

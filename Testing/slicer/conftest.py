@@ -99,6 +99,8 @@ def build_mrml_app() -> MRMLApp:
     color_logic.SetMRMLScene(scene)
     color_logic.AddDefaultColorNodes()
     app_logic.SetModuleLogic("Colors", color_logic)
+    # Slicer's Colors module (vtkSlicerColorLogic) registers the colour legend node class with the scene.
+    scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
 
     crosshair = slicer.vtkMRMLCrosshairNode()
     crosshair.SetCrosshairName("default")

@@ -275,7 +275,9 @@ def test_label_maps_alone_from_the_scene_run_in_the_background_and_load(mrml, tm
     assert logic.response()["category"] == "SD"
     assert table_rows(nodes.tableNode)[1]["SPD"] == 0 and table_rows(nodes.tableNode)[1]["Response"] == "SD"
     assert logic.response()["volumetric"]["category"] == "PD"  # the volumes did not change
-    assert not logic.recurrenceAvailable() and "recurrent U-Net" in logic.recurrence()["note"]
+    # Label maps alone: the recurrence model ran but, with no T1ce, gives neither a number nor a map, and says so.
+    assert logic.recurrenceAvailable() and logic.recurrence()["probability"] is None
+    assert "T1ce" in logic.recurrence()["sentence"] and logic.recurrenceMapNode() is None
 
 
 @needs_pgbm
@@ -412,6 +414,50 @@ def test_a_saved_and_reloaded_scene_keeps_the_browser_the_lines_and_the_readers_
         drag_end(reloaded.lines("Post_Scan_T1", 1, RanoLines.LONG)[0], 60.0)
         assert reloaded_logic.response()["category"] == "PD"
         assert table_rows(reloaded.tableNode)[1]["Response"] == "PD"
+    finally:
+        fresh.scene.Clear(True)
+
+
+@needs_pgbm
+def test_the_recurrence_map_is_an_overlay_with_its_legend_and_probability_in_words(mrml, pgbm_run, tmp_path):
+    """PGBM-01's two dated scans: followup.json's recurrence entry reaches the scene as a coloured overlay
+    on the baseline's grid with a legend, the probability in words, the model card one call away, and a
+    saved scene keeps it."""
+    logic = FollowupLogic(mrml.scene, mrml.app_logic)
+    nodes = logic.loadFollowup(pgbm_run["output"], name="PGBM-01")
+    recurrence = logic.recurrence()
+    written = readFollowup(pgbm_run["output"])["recurrence"]
+    assert recurrence["available"] and recurrence["probability"] == written["probability"]
+    assert 0.0 <= recurrence["probability"] <= 1.0 and "P(recurrence)" in recurrence["sentence"]
+    card = logic.recurrenceModelCard()
+    assert card.is_file() and "simulat" in card.read_text()
+    map_node = logic.recurrenceMapNode()
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(pgbm_run["output"] / written["map"])))
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(map_node), expected, atol=1e-6)
+    baseline_scan = nodes.volumeSequences["t1ce"].GetNthDataNode(0)
+    assert map_node.GetImageData().GetDimensions() == baseline_scan.GetImageData().GetDimensions()
+    display = map_node.GetDisplayNode()
+    assert display.GetColorNode().GetName() == "GliomaSuite recurrence probability"
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.0, 1.0) and display.GetApplyThreshold()
+    legend = logic.recurrenceLegendNode()
+    assert legend is not None and legend.GetTitleText() == "P(tumour at next visit)"
+    assert legend.GetPrimaryDisplayNode() is display
+    composite = mrml.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")  # as Slicer's slice views have
+    logic.showRecurrenceMap()
+    assert composite.GetForegroundVolumeID() == map_node.GetID() and composite.GetForegroundOpacity() == 0.5
+    logic.showRecurrenceMap(show=False)
+    assert composite.GetForegroundVolumeID() is None
+    results = {row["Item"]: row["Value"] for row in table_rows(nodes.resultsTableNode)}
+    assert results["Recurrence"] == written["sentence"]
+
+    fresh = save_and_reload(mrml, tmp_path / "scene")
+    try:
+        reloaded_logic = FollowupLogic(fresh.scene, fresh.app_logic)
+        [browser] = reloaded_logic.followups()
+        reloaded_logic.restoreFollowup(browser)
+        again = reloaded_logic.recurrenceMapNode()
+        np.testing.assert_allclose(slicer.util.arrayFromVolume(again), expected, atol=1e-6)
+        assert reloaded_logic.recurrence()["probability"] == written["probability"]
     finally:
         fresh.scene.Clear(True)
 

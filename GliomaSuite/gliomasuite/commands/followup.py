@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
                          "by RANO 2.0", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Each time point is a study folder (or DICOM folder), one image file (see --modality), or a "
                     "label map alone (a file whose name says seg/mask/label).\nOutputs in OUT: followup.json, "
-                    "followup.csv, followup.png, segmentations/, registered/, transforms/.")
+                    "followup.csv, followup.png, segmentations/, registered/, transforms/, "
+                    "recurrence/next_visit_probability.nii.gz.")
     p.add_argument("timepoints", nargs="+", metavar="TP", help="time points, in any order (sorted by date)")
     p.add_argument("-o", "--output", required=True, help="folder to write (must be new or empty, or --overwrite)")
     p.add_argument("--seg", nargs="+", metavar="LABELMAP",
@@ -37,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--model", help="segmentation model (default: the shipped model for the modalities present)")
     p.add_argument("--skip-brain-check", action="store_true", help="segment even if the brain check fails")
+    p.add_argument("--no-recurrence", action="store_true",
+                   help="skip the recurrence model (P(recurrence) for the latest scan and the next-visit map)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing follow-up in OUT")
     p.set_defaults(func=run)
 
@@ -101,7 +104,8 @@ def run(args, progress: Progress) -> dict:
     rt_end = parse_date(args.rt_end) if args.rt_end else None
     result = compare_timepoints(tps, out, baseline=args.baseline, rt_end=rt_end, idh=args.idh,
                                 label_convention=args.labels, registration=args.registration, device=args.device,
-                                model=args.model, check_brain=not args.skip_brain_check, progress=progress.update,
+                                model=args.model, check_brain=not args.skip_brain_check,
+                                recurrence=not args.no_recurrence, progress=progress.update,
                                 note=progress.note)
     response = result["response"]
     if not progress.json_lines:
@@ -110,6 +114,9 @@ def run(args, progress: Progress) -> dict:
             print(f"  {tp['label']:>12} {tp['date'] or '':>10}  ET {v['ET']:7.2f}  TC {v['TC']:7.2f}  WT {v['WT']:7.2f} cm3"
                   f"  SPD {tp['sum_of_products_mm2']:8.1f} mm2")
         print(response["sentence"])
+        print(result["recurrence"]["sentence"])
         print(f"Results in {out / 'followup.json'}")
+    recurrence = result["recurrence"]
     return {"output": str(out / "followup.json"), "category": response["category"],
-            "preliminary": response["preliminary"], "sentence": response["sentence"]}
+            "preliminary": response["preliminary"], "sentence": response["sentence"],
+            "recurrence_probability": recurrence.get("probability"), "recurrence_sentence": recurrence["sentence"]}

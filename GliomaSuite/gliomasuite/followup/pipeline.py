@@ -61,7 +61,7 @@ class _Loaded:
 def compare_timepoints(timepoints: Sequence[TimePoint], out_dir, *, baseline=None,
                        rt_end: Optional[datetime.date] = None, idh: Optional[str] = None,
                        label_convention: str = "auto", registration: str = RIGID, device: str = "auto",
-                       model: Optional[str] = None, check_brain: bool = True,
+                       model: Optional[str] = None, check_brain: bool = True, recurrence: bool = True,
                        progress: Optional[Progress] = None, note: Callable[[str], None] = lambda m: None) -> dict:
     """Run the follow-up of one patient and write it to ``out_dir`` (see the module docstring).
 
@@ -111,14 +111,17 @@ def compare_timepoints(timepoints: Sequence[TimePoint], out_dir, *, baseline=Non
     report(0.85, "Measuring lesions and assessing the response")
     on_base = [_to_baseline(item, base, frame) for item, frame in zip(loaded, frames)]
     result = _assess(loaded, on_base, frames, b, rt_end, idh, say)
+    recurrence_map = None
+    if recurrence:
+        report(0.88, "Recurrence model: P(recurrence) and where tumour is expected next")
+        result["recurrence"], recurrence_map = _recurrence(loaded, on_base, frames, b, say)
+    else:
+        result["recurrence"] = {"available": False, "sentence": "The recurrence model was not run (as asked)."}
     result.update(schema_version=SCHEMA_VERSION, baseline=base.tp.label, registration_kind=registration,
                   idh=idh, rt_end=rt_end.isoformat() if rt_end else None, label_convention=label_convention,
-                  notes=notes,
-                  recurrence={"available": False,
-                              "note": "The recurrence model (recurrent U-Net) is not part of this version; this "
-                                      "entry will hold P(recurrence) for the latest scan and its map."})
+                  notes=notes)
     report(0.92, f"Writing {out_dir}")
-    _write(out_dir, result, loaded, on_base, frames, b)
+    _write(out_dir, result, loaded, on_base, frames, b, recurrence_map)
     report(1.0, "Follow-up written")
     return result
 
@@ -315,6 +318,35 @@ def _assess(loaded, on_base, frames, b, rt_end, idh, say) -> dict:
     return result
 
 
+def _recurrence(loaded, on_base, frames, b, say):
+    """followup.json's "recurrence" entry and the next-visit map (baseline frame), from the baseline on."""
+    from ..recurrence.inference import Visit, load_recurrence_model, predict_recurrence
+
+    visits = []
+    for i in range(b, len(loaded)):
+        item, placed = loaded[i], on_base[i]
+        days = item.tp.days_from_baseline
+        failed = frames[i] is not None and frames[i][1] is not None and frames[i][1].warning is not None
+        visits.append(Visit(item.tp.label, dict(placed["images"]), placed["labels"],
+                            None if days is None else float(days), registration_failed=failed))
+    try:
+        model, entry = load_recurrence_model()
+        outcome = predict_recurrence(visits, loaded[b].grid, model=model)
+    except GliomaSuiteError as exc:  # e.g. a damaged weights file: said, and no number
+        say(f"Recurrence model: {exc}")
+        return {"available": False, "sentence": str(exc)}, None
+    for text in outcome.notes:
+        say(f"Recurrence model: {text}")
+    entry_json = {"available": True, "model": outcome.model, "version": entry.get("version"),
+                  "card": entry.get("card"), "probability": None if outcome.probability is None else round(outcome.probability, 4),
+                  "threshold": outcome.threshold, "called": outcome.called, "reasons": outcome.reasons,
+                  "latest": visits[-1].label, "timepoints_used": [v.label for v in visits if "t1ce" in v.images],
+                  "sentence": outcome.sentence(), "map": None,
+                  "limits": "Trained on simulated growth and treatment from real pre-operative baselines; on real "
+                            "follow-ups it was checked only as its model card states. Research use, not for diagnosis."}
+    return entry_json, outcome.map
+
+
 def _source_json(source):
     """A time point's source as JSON: a path, a list of paths, or {modality: path}."""
     if source is None:
@@ -409,7 +441,7 @@ def remeasure(result: dict, timepoint: str, track_id: int, long_mm: float, short
 # writing
 
 
-def _write(out_dir: Path, result: dict, loaded, on_base, frames, b) -> None:
+def _write(out_dir: Path, result: dict, loaded, on_base, frames, b, recurrence_map=None) -> None:
     from ..outputs import write_image_atomically, write_json_atomically
     from .figure import plot_followup
     from .tables import write_followup_csv
@@ -431,6 +463,10 @@ def _write(out_dir: Path, result: dict, loaded, on_base, frames, b) -> None:
                 (staging / "transforms").mkdir(exist_ok=True)
                 sitk.WriteTransform(frames[i][0], str(staging / rel))
                 result["timepoints"][i]["files"]["transform"] = rel
+        if recurrence_map is not None:
+            rel = "recurrence/next_visit_probability.nii.gz"
+            write_image_atomically(recurrence_map, staging / rel, model=result["recurrence"].get("model"))
+            result["recurrence"]["map"] = rel
         write_followup_csv(result, staging / "followup.csv")
         plot_followup(result, on_base, staging / "followup.png")
         result["files"] = {"csv": "followup.csv", "figure": "followup.png"}

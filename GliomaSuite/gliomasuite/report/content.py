@@ -50,7 +50,7 @@ FIGURE_MODALITIES = ("t1ce", "flair", "t1", "t2")
 MAX_LESIONS_LISTED = 8
 LOBE_NOT_DETERMINED = "not determined"
 LOBE_WHY = "the lobe needs a registration to a brain atlas, which this version does not do"
-RECURRENCE_NOT_AVAILABLE = "not available in this version"
+RECURRENCE_NOT_AVAILABLE = "the recurrence model did not run for this follow-up"
 #: A survival result whose whole tumour differs more than this (relative) was scored on another label map.
 SURVIVAL_VOLUME_TOLERANCE = 0.005
 P_ALIVE_SHOWN = ("12", "24")
@@ -437,8 +437,10 @@ def _followup_section(f: dict, flag) -> dict:
             "category_name": CATEGORY_NAMES.get(response["category"], response["category"]),
             "preliminary": bool(response.get("preliminary")), "sentence": response.get("sentence"),
             **{method: _method(response.get(method)) for method in ("bidimensional", "volumetric")}},
-        "recurrence": {"available": available,
-                       "text": (recurrence.get("note") or "see followup.json") if available else RECURRENCE_NOT_AVAILABLE},
+        "recurrence": {"available": available, "probability": recurrence.get("probability"),
+                       "threshold": recurrence.get("threshold"), "called": recurrence.get("called"),
+                       "model": recurrence.get("model"),
+                       "text": (recurrence.get("sentence") or recurrence.get("note") or RECURRENCE_NOT_AVAILABLE)},
     }
 
 
@@ -633,4 +635,6 @@ def number_rows(report: dict) -> List[tuple]:
                 if m:
                     add("RANO 2.0", f"{method} change from baseline", m["percent_from_baseline"], "%")
                     add("RANO 2.0", f"{method} change from nadir", m["percent_from_nadir"], "%")
+        add("recurrence", "P(recurrence) at the latest scan", f["recurrence"]["probability"])
+        add("recurrence", "decision threshold", f["recurrence"]["threshold"])
     return rows

@@ -334,7 +334,7 @@ def _followup(report, st, folder, width) -> list:
         story.append(_spacer(0.12 * cm))
         story.append(Paragraph(f"<b>Response at {escape(response['label'])}:</b> "
                                f"{escape(response['sentence'] or response['category_name'])}", st["body"]))
-    story.append(Paragraph(f"<b>Recurrence:</b> {escape(f['recurrence']['text'])}.", st["body"]))
+    story.append(Paragraph(f"<b>Recurrence:</b> {escape(f['recurrence']['text'].rstrip('.'))}.", st["body"]))
     figure = _image(folder, report["figures"]["followup"], width * 0.78, max_height=6.2 * cm)
     if figure:
         story += [_spacer(0.1 * cm), figure]
