@@ -58,6 +58,12 @@ _FORMATS = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) o
 _DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 _SERIES_DESCRIPTION = "0008|103e"
 _PROTOCOL_NAME = "0018|1030"
+_CONTRAST_AGENT = "0018|0010"
+_PATIENT_ID = "0010|0020"
+_STUDY_UID = "0020|000d"
+_STUDY_DATE = "0008|0020"
+#: ContrastBolusAgent values that say no contrast was given (scanners write these instead of leaving it empty).
+_NO_CONTRAST = {"none", "no", "nil", "n/a", "na", "-", "0"}
 _MAX_DICOM_DEPTH = 4
 
 
@@ -389,6 +395,18 @@ class _Candidate:
 
 
 def _describe_dicom(folder: Path, root: Optional[Path], files: Tuple[str, ...], single: bool) -> Tuple[Optional[str], str]:
+    """Modality of a DICOM series (its folder or description, see :func:`_named_modality`); a T1 whose
+    ContrastBolusAgent names an agent is the T1ce, so a pre- and a post-contrast series both described
+    "AX T1" are told apart as a PACS export brings them."""
+    modality, how = _named_modality(folder, root, files, single)
+    if modality == "t1":
+        agent = _dicom_tag(files[0], _CONTRAST_AGENT)
+        if agent and agent.strip().lower() not in _NO_CONTRAST:
+            return "t1ce", f"{how} with ContrastBolusAgent '{agent}'"
+    return modality, how
+
+
+def _named_modality(folder: Path, root: Optional[Path], files: Tuple[str, ...], single: bool) -> Tuple[Optional[str], str]:
     """Modality of a DICOM series: from its folder name(s) when it is alone there, else its tags."""
     if single:
         parts = [folder]
@@ -590,6 +608,27 @@ def _assign(candidates: List[_Candidate], where: str, required: Tuple[str, ...],
     return {m: by_modality[m][0] for m in MODALITIES if m in by_modality}, notes
 
 
+def _check_one_study(candidates: List[_Candidate], where: str) -> None:
+    """DICOM series of several patients or studies in one place are listed, and the user chooses one."""
+    studies: Dict[Tuple[str, str], List[_Candidate]] = {}
+    for cand in candidates:
+        if cand.series_files is not None:
+            first = cand.series_files[0]
+            key = (_dicom_tag(first, _PATIENT_ID) or "?", _dicom_tag(first, _STUDY_UID) or "?")
+            studies.setdefault(key, []).append(cand)
+    if len(studies) < 2:
+        return
+    listed = []
+    for (patient, uid), cands in studies.items():
+        date = _dicom_tag(cands[0].series_files[0], _STUDY_DATE)
+        series = ", ".join(c.label for c in cands[:4]) + (f" and {len(cands) - 4} more" if len(cands) > 4 else "")
+        listed.append(f"patient {patient}, study {date or uid[-12:]}: {series}")
+    patients = len({patient for patient, _ in studies})
+    what = f"{patients} patients" if patients > 1 else f"{len(studies)} studies of one patient"
+    raise StudyError(f"{where[0].upper() + where[1:]} holds DICOM series of {what} ({'; '.join(listed)}); choose one "
+                     "study: give the folder, or the series folders, of that study alone.")
+
+
 def _first_subfolder_with_images(folder: Path) -> Optional[str]:
     try:
         for sub in sorted(folder.iterdir()):
@@ -715,6 +754,7 @@ def load_study(source, required: Sequence[str] = MODALITIES, log: Optional[Calla
             log(text)
 
     candidates, ignored, where = _gather(source)
+    _check_one_study(candidates, where)
     folder = Path(source).expanduser() if isinstance(source, (str, os.PathLike)) else None
     if folder is not None and not folder.is_dir():
         folder = None

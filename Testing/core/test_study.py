@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from gliomasuite.errors import StudyError
-from gliomasuite.modalities import MODALITIES, identify_modality, identify_text, is_segmentation
+from gliomasuite.modalities import MODALITIES, display_name, identify_modality, identify_text, is_segmentation
 from gliomasuite.study import Study, find_segmentation, find_study_files, load_image, load_study
 
 # Each modality gets its own intensity level so a test can tell which file ended up where.
@@ -441,8 +441,9 @@ def test_no_t1ce_uses_first_modality_as_reference(tmp_path):
 # DICOM
 
 
-def write_dicom_series(folder: Path, image: sitk.Image, description: str, series_uid: str):
-    """Write a 3D image as an MR DICOM series, one file per slice (SimpleITK's documented recipe)."""
+def write_dicom_series(folder: Path, image: sitk.Image, description: str, series_uid: str, extra=None):
+    """Write a 3D image as an MR DICOM series, one file per slice (SimpleITK's documented recipe);
+    ``extra`` tags are added or replace the defaults."""
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.Cast(sitk.RescaleIntensity(image, 0, 2000), sitk.sitkInt16)
     writer = sitk.ImageFileWriter()
@@ -469,11 +470,41 @@ def write_dicom_series(folder: Path, image: sitk.Image, description: str, series
             "0020|0032": "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k))),
             "0020|0037": orientation,
             "0018|0050": str(image.GetSpacing()[2]),
+            **(extra or {}),
         }
         for tag, value in tags.items():
             slice_.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"IM{k + 1:04d}.dcm"))
         writer.Execute(slice_)
+
+
+def test_a_t1_described_alike_before_and_after_contrast_is_told_apart_by_its_contrast_agent(tmp_path):
+    """A PACS export: numbered series folders, both T1 series described "AX T1 SE"; ContrastBolusAgent
+    (0018,0010) says which one had gadolinium, and "NONE" is no agent."""
+    study_dir = tmp_path / "export"
+    series = {"t1": ("AX T1 SE", "NONE"), "t1ce": ("AX T1 SE", "Gadobutrol 1.0 mmol/ml"), "t2": ("AX T2 FSE", None),
+              "flair": ("AX T2 FLAIR", None)}
+    for i, (modality, (description, agent)) in enumerate(series.items()):
+        write_dicom_series(study_dir / f"{i + 1:03d}", make_volume(LEVEL[modality], seed=i), description,
+                           f"1.2.826.0.1.3680043.2.1125.3.{i + 1}", extra={"0018|0010": agent} if agent else None)
+    study = load_study(study_dir)
+    assert study.paths == {m: study_dir / f"{i + 1:03d}" for i, m in enumerate(MODALITIES)}
+    assert any("ContrastBolusAgent 'Gadobutrol 1.0 mmol/ml'" in n for n in study.notes)
+
+
+def test_series_of_two_patients_in_one_folder_are_listed_and_one_must_be_chosen(tmp_path):
+    study_dir = tmp_path / "mixed"
+    for i, modality in enumerate(MODALITIES):
+        patient = "GS0001" if i < 2 else "GS0002"
+        write_dicom_series(study_dir / f"s{i}", make_volume(LEVEL[modality], seed=i), display_name(modality),
+                           f"1.2.826.0.1.3680043.2.1125.4.{i + 1}",
+                           extra={"0010|0020": patient, "0020|000d": f"1.2.826.0.1.3680043.2.1125.5.{patient[-1]}"})
+    before = snapshot(tmp_path)
+    with pytest.raises(StudyError) as raised:
+        load_study(study_dir)
+    message = str(raised.value)
+    assert "2 patients" in message and "GS0001" in message and "GS0002" in message and "choose one study" in message
+    assert snapshot(tmp_path) == before
 
 
 def test_dicom_series_folders(tmp_path):
