@@ -535,3 +535,26 @@ def test_a_deidentified_report_has_no_dicom(axial_study, tmp_path):
     assert code == 0, result
     assert "dicom_seg" not in result and not list((tmp_path / "report").glob("*.dcm"))
     assert any("--deidentify" in n and "DICOM SEG" in n for n in notes), notes
+
+
+def test_a_dicom_follow_up_writes_a_seg_and_an_sr_per_time_point(axial_study, tmp_path):
+    """`gliomasuite followup` of two DICOM time points (the same study given twice, dated apart, the expert
+    map as the reader's at both): each time point gets its own SEG on its own series and an SR whose groups
+    carry the time point's name and order, valid for dciodvfy and read back by highdicom and dcmqi."""
+    seg_file = tmp_path / "expert_seg.nii.gz"
+    sitk.WriteImage(axial_study["labels"], str(seg_file))
+    out = tmp_path / "followup"
+    code, _, _ = run_cli("followup", axial_study["folder"], axial_study["folder"], "--seg", seg_file, seg_file,
+                      "--names", "first", "second", "--dates", "2024-01-10", "2024-04-02", "--registration", "none",
+                      "--labels", "brats2021", "--no-recurrence", "-o", out)
+    assert code == 0
+    result = json.loads((out / "followup.json").read_text())
+    source = dicom.source_series(axial_study["study"])
+    for order, (tp, name) in enumerate(zip(result["timepoints"], ("baseline", "second")), start=1):
+        seg_path, sr_path = out / tp["files"]["dicom_seg"], out / tp["files"]["dicom_sr"]
+        (tmp_path / tp["label"]).mkdir()
+        check_all(seg_path, sr_path, axial_study["labels"], source, tmp_path / tp["label"], algorithm=None)
+        for group in hd.sr.srread(str(sr_path)).content.get_volumetric_roi_measurement_groups():
+            items = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in group[0].ContentSequence}
+            assert items["Time Point"].TextValue == name
+            assert float(items["Time Point Order"].MeasuredValueSequence[0].NumericValue) == order

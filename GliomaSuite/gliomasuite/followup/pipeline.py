@@ -121,7 +121,7 @@ def compare_timepoints(timepoints: Sequence[TimePoint], out_dir, *, baseline=Non
                   idh=idh, rt_end=rt_end.isoformat() if rt_end else None, label_convention=label_convention,
                   notes=notes)
     report(0.92, f"Writing {out_dir}")
-    _write(out_dir, result, loaded, on_base, frames, b, recurrence_map)
+    _write(out_dir, result, loaded, on_base, frames, b, recurrence_map, say)
     report(1.0, "Follow-up written")
     return result
 
@@ -441,7 +441,7 @@ def remeasure(result: dict, timepoint: str, track_id: int, long_mm: float, short
 # writing
 
 
-def _write(out_dir: Path, result: dict, loaded, on_base, frames, b, recurrence_map=None) -> None:
+def _write(out_dir: Path, result: dict, loaded, on_base, frames, b, recurrence_map=None, say=lambda m: None) -> None:
     from ..outputs import write_image_atomically, write_json_atomically
     from .figure import plot_followup
     from .tables import write_followup_csv
@@ -467,6 +467,7 @@ def _write(out_dir: Path, result: dict, loaded, on_base, frames, b, recurrence_m
             rel = "recurrence/next_visit_probability.nii.gz"
             write_image_atomically(recurrence_map, staging / rel, model=result["recurrence"].get("model"))
             result["recurrence"]["map"] = rel
+        _write_dicom(staging, result, loaded, b, say)
         write_followup_csv(result, staging / "followup.csv")
         plot_followup(result, on_base, staging / "followup.png")
         result["files"] = {"csv": "followup.csv", "figure": "followup.png"}
@@ -477,6 +478,43 @@ def _write(out_dir: Path, result: dict, loaded, on_base, frames, b, recurrence_m
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_dicom(staging: Path, result: dict, loaded, b, say) -> None:
+    """For each time point read from DICOM: a DICOM SEG of its segmentation on its own series and a TID 1500
+    SR of its volumes with the time point's context (its label, its order from the baseline), so each scan's
+    results go back to the PACS beside that scan. Skipped, with a note, without highdicom."""
+    from ..report.dicom import dicom_unavailable, is_dicom_study, label_volumes_cm3, source_series, write_dicom_seg, write_dicom_sr
+
+    dicom = [i for i, item in enumerate(loaded) if item.study is not None and is_dicom_study(item.study)]
+    if not dicom:
+        return
+    problem = dicom_unavailable()
+    if problem:
+        say(f"{problem[:-1]}; no DICOM SEG or SR was written for the time points (the rest of the follow-up was).")
+        return
+    (staging / "dicom").mkdir()
+    for i in dicom:
+        item = loaded[i]
+        name = _safe(item.tp.label)
+        labels = sitk.Cast(item.labels, sitk.sitkUInt8)
+        if not np.any(sitk.GetArrayViewFromImage(labels)):
+            say(f"{item.tp.label}: no tumour in its segmentation, so no DICOM SEG or SR was written for it.")
+            continue
+        ours = item.segmented_by != "reader"
+        try:
+            datasets = source_series(item.study)
+            seg = write_dicom_seg(labels, datasets, staging / "dicom" / f"{name}-seg.dcm",
+                                  item.segmented_by if ours else "", None, "AUTOMATIC" if ours else "MANUAL")
+            write_dicom_sr(seg, datasets, label_volumes_cm3(labels), staging / "dicom" / f"{name}-sr.dcm",
+                           model_name=item.segmented_by if ours else "",
+                           time_point="baseline" if i == b else item.tp.label, time_point_order=i + 1)
+        except (GliomaSuiteError, ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            for suffix in ("seg", "sr"):
+                (staging / "dicom" / f"{name}-{suffix}.dcm").unlink(missing_ok=True)
+            say(f"{item.tp.label}: no DICOM SEG or SR was written ({exc}).")
+            continue
+        result["timepoints"][i]["files"].update(dicom_seg=f"dicom/{name}-seg.dcm", dicom_sr=f"dicom/{name}-sr.dcm")
 
 
 def _safe(label: str) -> str:
