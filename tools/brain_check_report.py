@@ -2,8 +2,10 @@
 
 For every study folder given (or every sub-folder of ``--data``), prints the foreground volume, the
 fraction of its box it fills, the highest correlation between two of its sequences inside the
-brain, and the brain check's verdict (``gliomasuite/brain_check.py``), then the range of each number
-over the cohort: how far a site's data sit from the thresholds.
+brain, the largest offset and smallest overlap of a sequence's brain outline against the T1ce's
+(``gliomasuite/alignment.py``: misregistration), the fewest distinct values inside a sequence (a label
+map has a handful), and the checks' verdict, then the range of each number over the cohort: how far a
+site's data sit from the thresholds.
 
     python tools/brain_check_report.py --data $GLIOMASUITE_DATA/brats $GLIOMASUITE_DATA/brats-unlabelled/*
 """
@@ -15,7 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "GliomaSuite"))
 
 import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
 
+from gliomasuite.alignment import misregistration_warnings, not_mr_images, outline_offsets  # noqa: E402
 from gliomasuite.brain_check import box_fill, input_problems  # noqa: E402
 from gliomasuite.modalities import MODALITIES  # noqa: E402
 from gliomasuite.preprocess import prepare  # noqa: E402
@@ -33,7 +37,7 @@ def main(argv=None) -> int:
         folders += sorted(p for p in Path(args.data).iterdir() if p.is_dir())
     if not folders:
         parser.error("give study folders or --data")
-    volumes, fills, correlations, refused = [], [], [], 0
+    volumes, fills, correlations, alignment, refused, misaligned = [], [], [], [], 0, 0
     for folder in folders:
         study = load_study(folder, required=("t1ce", "flair"))
         present = [m for m in MODALITIES if m in study.images]
@@ -41,15 +45,25 @@ def main(argv=None) -> int:
         channels = [MODALITIES.index(m) for m in present]
         inside = prepared.array[channels][:, prepared.brain]
         correlation = np.corrcoef(inside)[np.triu_indices(len(channels), 1)].max()
-        problems = input_problems(prepared, present)
+        problems = not_mr_images(study.images) + input_problems(prepared, present)
+        warned = misregistration_warnings(study.images)
+        offsets = outline_offsets(study.images).values()
+        offset, dice = max(o for o, _ in offsets), min(d for _, d in offsets)
+        distinct = min(len(np.unique(sitk.GetArrayViewFromImage(im)[::4, ::4, ::4])) for im in study.images.values())
         volumes.append(prepared.brain.sum() / 1000.0)
         fills.append(box_fill(prepared.brain))
         correlations.append(correlation)
+        alignment.append((offset, dice, distinct))
         refused += bool(problems)
+        misaligned += bool(warned)
         print(f"{folder.name:26s} {volumes[-1]:6.0f} cm3  fill {fills[-1]:.2f}  max correlation {correlation:+.2f}  "
-              f"{'REFUSED: ' + '; '.join(problems) if problems else 'passes'}", flush=True)
-    print(f"\n{len(folders)} studies, {refused} refused; foreground {min(volumes):.0f}-{max(volumes):.0f} cm3, "
-          f"fill {min(fills):.2f}-{max(fills):.2f}, highest correlation between two sequences {max(correlations):.2f}")
+              f"outline offset {offset:.2f} mm, Dice {dice:.3f}  fewest values {distinct}  "
+              f"{'REFUSED: ' + '; '.join(problems) if problems else 'passes'}"
+              f"{'; WARNED: ' + '; '.join(warned) if warned else ''}", flush=True)
+    print(f"\n{len(folders)} studies, {refused} refused, {misaligned} warned misregistered; foreground "
+          f"{min(volumes):.0f}-{max(volumes):.0f} cm3, fill {min(fills):.2f}-{max(fills):.2f}, highest correlation "
+          f"between two sequences {max(correlations):.2f}; outline offset up to {max(a[0] for a in alignment):.2f} mm, "
+          f"Dice down to {min(a[1] for a in alignment):.3f}; fewest distinct values {min(a[2] for a in alignment)}")
     return 0
 
 

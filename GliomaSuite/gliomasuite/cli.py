@@ -62,6 +62,11 @@ def segment_arguments_study(args, progress_update: Callable[[float, str], None],
         model, _ = load_model(default_model_for(study.images))
     for output in outputs:  # checked again now that the input files are known: an input is never replaced
         check_output_file(output, overwrite=True, inputs=study.paths.values())
+    if getattr(args, "coregister", False):
+        from .alignment import coregister_to_t1ce
+
+        progress_update(0.02, "Registering the sequences to the T1ce")
+        study.images = coregister_to_t1ce(study.images, note)
     result = segment_study(study, model=model, device=args.device, tta=args.tta, probabilities=probabilities,
                            window=args.window, progress=progress_update, engine=getattr(args, "engine", "auto"),
                            check_brain=not args.skip_brain_check)
@@ -382,6 +387,9 @@ def _add_brain_check_argument(p: argparse.ArgumentParser) -> None:
                    help="segment even if the images do not look like skull-stripped brain MRI with each sequence "
                         "in its place (by default such a study is not segmented: the map is empty and a warning "
                         "says why)")
+    p.add_argument("--coregister", action="store_true",
+                   help="register each sequence rigidly to the T1ce before segmenting (for sequences that were not "
+                        "co-registered; a warning says when they look misregistered)")
 
 
 def build_parser() -> argparse.ArgumentParser:
