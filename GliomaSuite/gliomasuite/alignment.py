@@ -6,9 +6,10 @@ grid):
 * **Not an MR image**: a sequence with a handful of distinct values inside its foreground is a label
   map or a mask given in place of a scan (e.g. a segmentation chosen as the T1ce); it is refused like
   a failed brain check (the user can still go on with ``--skip-brain-check``).
-* **Misregistered**: in skull-stripped data every sequence carries the same brain outline, so a
-  sequence whose outline is offset from the T1ce's (centroid distance) or overlaps it poorly (Dice)
-  was not co-registered. A warning names the sequence, the offset and the fix, ``--coregister``,
+* **Misregistered, or another patient's**: in skull-stripped data every sequence carries the same brain
+  outline, so a sequence whose outline is offset from the T1ce's (centroid distance) or overlaps it
+  poorly (Dice) was not co-registered, or belongs to someone else (two BraTS patients' outlines, both in
+  the SRI24 atlas space, overlap by 0.81-0.91). A warning names the sequence, the offset and the fix, ``--coregister``,
   which aligns each sequence rigidly to the T1ce with the follow-up's registration (SimpleITK, Mattes
   mutual information inside the brain) before segmenting.
 
@@ -26,9 +27,9 @@ from .modalities import MODALITIES, display_name
 #: At most this many distinct values inside its foreground: a label map or mask, not an MR image.
 MAX_LABEL_VALUES = 12
 #: A sequence whose brain outline's centre lies further than this from the T1ce's is misregistered (mm).
-MISREGISTERED_MM = 3.0
+MISREGISTERED_MM = 2.0
 #: ... or whose brain outline overlaps the T1ce's less than this (Dice).
-MIN_OUTLINE_DICE = 0.90
+MIN_OUTLINE_DICE = 0.95
 
 
 def not_mr_images(images: Dict[str, sitk.Image]) -> List[str]:
@@ -75,10 +76,11 @@ def misregistration_warnings(images: Dict[str, sitk.Image]) -> List[str]:
     warnings = []
     for modality, (offset, dice) in outline_offsets(images).items():
         if offset > MISREGISTERED_MM or dice < MIN_OUTLINE_DICE:
-            warnings.append(f"{display_name(modality)} looks misregistered to the T1ce: its brain outline is "
-                            f"{offset:.1f} mm from the T1ce's and overlaps it by {dice:.2f} (co-registered "
-                            f"sequences: under {MISREGISTERED_MM:g} mm and over {MIN_OUTLINE_DICE:.2f}); segment with "
-                            "--coregister to align the sequences rigidly to the T1ce first")
+            warnings.append(f"{display_name(modality)} looks misregistered to the T1ce, or is another patient's "
+                            f"scan: its brain outline is {offset:.1f} mm from the T1ce's and overlaps it by {dice:.2f} "
+                            f"(one patient's co-registered sequences: under {MISREGISTERED_MM:g} mm and over "
+                            f"{MIN_OUTLINE_DICE:.2f}); check it is this patient's, then segment with --coregister to "
+                            "align the sequences rigidly to the T1ce")
     return warnings
 
 
@@ -95,4 +97,6 @@ def coregister_to_t1ce(images: Dict[str, sitk.Image], note: Callable[[str], None
         angle, shift = result.rotation_angle_deg, float(np.linalg.norm(result.translation_mm))
         note(f"{display_name(modality)} was registered rigidly to the T1ce (moved {shift:.1f} mm, turned "
              f"{angle:.1f} degrees; correlation {result.correlation:.2f} after).")
+        if result.warning:  # e.g. a low correlation: another patient's scan?
+            note(f"{display_name(modality)}: {result.warning}")
     return {m: out[m] for m in MODALITIES if m in out}

@@ -29,7 +29,7 @@ def test_real_co_registered_studies_raise_no_alarm(case):
     study = load_study(case_files(case))
     assert not_mr_images(study.images) == [] and misregistration_warnings(study.images) == []
     for offset, overlap in outline_offsets(study.images).values():
-        assert offset < MISREGISTERED_MM / 3 and overlap > MIN_OUTLINE_DICE + 0.05  # with a margin
+        assert offset < MISREGISTERED_MM / 3 and overlap > MIN_OUTLINE_DICE + 0.02  # with a margin
 
 
 def shifted_flair(case, folder: Path, shift_mm=(10.0, 0.0, 0.0)) -> dict:
@@ -81,3 +81,11 @@ def test_a_label_map_given_as_the_t1ce_is_not_segmented(tmp_path, capsys):
     code, last, _ = run(["segment", *(x for m, p in files.items() for x in (f"--{m}", p)), "-o", out], capsys)
     assert code == 0 and any("label map or mask" in p for p in last["result"]["brain_check"])
     assert not np.any(sitk.GetArrayFromImage(sitk.ReadImage(str(out))))  # nothing segmented
+
+
+@pytest.mark.parametrize("first, second", [(CASES[0], CASES[1]), (CASES[2], CASES[3])])
+def test_t2_and_flair_of_another_patient_are_named(first, second):
+    files = {**{m: p for m, p in case_files(first).items() if m in ("t1", "t1ce")},
+             **{m: p for m, p in case_files(second).items() if m in ("t2", "flair")}}
+    warnings = misregistration_warnings(load_study(files).images)
+    assert [w.split()[0] for w in warnings] == ["T2", "FLAIR"] and all("another patient" in w for w in warnings)
