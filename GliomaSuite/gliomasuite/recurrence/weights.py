@@ -11,11 +11,9 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from ..errors import GliomaSuiteError
-from ..segmentation.weights import sha256
+from ..segmentation.weights import _CONFIG_KEY as _HEADER, read_network_file, sha256
 from .network import RecurrenceNet
 
-_HEADER = "__architecture_json__"
 ARCHITECTURE = "RecurrenceNet"
 
 
@@ -33,22 +31,8 @@ def save_recurrence_weights(model: RecurrenceNet, path, metadata: Optional[dict]
 
 
 def load_recurrence_weights(path, expected_sha256: Optional[str] = None) -> Tuple[RecurrenceNet, dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise GliomaSuiteError(f"The recurrence model file {path} does not exist; reinstall GliomaSuite.")
-    if expected_sha256 is not None and sha256(path) != expected_sha256:
-        raise GliomaSuiteError(f"The recurrence model file {path} does not match its registered checksum; it is "
-                               "damaged or was replaced, so it was not loaded and no recurrence probability is given. "
-                               "Reinstall GliomaSuite to restore it.")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data[_HEADER]).decode("utf-8"))
-            state = {k: torch.from_numpy(data[k].astype(np.float32)) for k in data.files if k != _HEADER}
-    except (ValueError, KeyError, OSError) as exc:
-        raise GliomaSuiteError(f"The recurrence model file {path} cannot be read ({exc}).") from exc
-    if header.get("architecture") != ARCHITECTURE:
-        raise GliomaSuiteError(f"The file {path} holds a {header.get('architecture')!r} network, not the recurrence "
-                               "network.")
+    """Rebuild the recurrence network from its file (checked by :func:`read_network_file` first)."""
+    header, state = read_network_file(path, expected_sha256, what="recurrence model file", architecture=ARCHITECTURE)
     model = RecurrenceNet(**header["config"])
     model.load_state_dict(state)
     model.eval()

@@ -50,29 +50,38 @@ def save_weights(model: VNet, path, metadata: Optional[dict] = None, input_downs
     return sha256(path)
 
 
-def load_weights(path, expected_sha256: Optional[str] = None) -> Tuple[VNet, dict]:
-    """Rebuild the network from a weights file; refuses a file whose checksum does not match."""
+def read_network_file(path, expected_sha256: Optional[str] = None, what: str = "model weights file",
+                      architecture: str = "VNet") -> Tuple[dict, dict]:
+    """(header, state dict of float32 tensors) of one of our ``.npz`` network files, checked first: it
+    exists, its SHA-256 is the registered one (when given), it holds only arrays (no pickle, so no code
+    runs) and the ``architecture`` asked for."""
     path = Path(path)
     if not path.is_file():
-        raise GliomaSuiteError(f"The model weights file {path} does not exist; reinstall GliomaSuite or "
-                               "point --model at a weights file.")
+        raise GliomaSuiteError(f"The {what} {path} does not exist; reinstall GliomaSuite or point --model at a "
+                               "weights file.")
     if expected_sha256 is not None:
         actual = sha256(path)
         if actual != expected_sha256:
             raise GliomaSuiteError(
-                f"The model weights file {path} does not match its registered checksum (SHA-256 {actual[:12]}... "
-                f"instead of {expected_sha256[:12]}...); it is damaged or was replaced, so it was not loaded. "
-                "Reinstall GliomaSuite to restore the shipped weights.")
+                f"The {what} {path} does not match its registered checksum (SHA-256 {actual[:12]}... instead of "
+                f"{expected_sha256[:12]}...); it is damaged or was replaced, so it was not loaded. Reinstall "
+                "GliomaSuite to restore the shipped weights.")
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data[_CONFIG_KEY]).decode("utf-8"))
             state = {k: torch.from_numpy(data[k].astype(np.float32)) for k in data.files if k != _CONFIG_KEY}
     except (ValueError, KeyError, OSError) as exc:
-        raise GliomaSuiteError(f"The model weights file {path} cannot be read ({exc}); it is not a GliomaSuite "
-                               "weights file.") from exc
-    if header.get("architecture") != "VNet":
-        raise GliomaSuiteError(f"The model weights file {path} holds a {header.get('architecture')!r} network, "
-                               "not a V-Net.")
+        raise GliomaSuiteError(f"The {what} {path} cannot be read ({exc}); it is not a GliomaSuite weights "
+                               "file.") from exc
+    if header.get("architecture") != architecture:
+        raise GliomaSuiteError(f"The {what} {path} holds a {header.get('architecture')!r} network, not a "
+                               f"{architecture}.")
+    return header, state
+
+
+def load_weights(path, expected_sha256: Optional[str] = None) -> Tuple[VNet, dict]:
+    """Rebuild the network from a weights file; refuses a file whose checksum does not match."""
+    header, state = read_network_file(path, expected_sha256)
     config = dict(header["config"])
     model = VNet(**config)
     model.load_state_dict(state)
