@@ -14,9 +14,13 @@ from ..survival.plot import _figure, _save
 
 REGION_COLOURS = {"ET": "#e6b800", "TC": "#d62728", "WT": "#2ca02c"}
 SHOWN_MODALITIES = ("t1ce", "flair", "t1", "t2")
+NEXT_VISIT_LEVEL = 0.5
+NEXT_VISIT_COLOUR = "#ff00ff"
 
 
-def plot_followup(result: dict, on_base, path) -> None:
+def plot_followup(result: dict, on_base, path, recurrence_map=None) -> None:
+    """The figure; ``recurrence_map`` (P(tumour at the next visit), baseline frame) is outlined at 0.5 on
+    the latest time point's slice."""
     tps = result["timepoints"]
     n = len(tps)
     fig = _figure(3.0 + 2.6 * n, 4.6)
@@ -35,11 +39,11 @@ def plot_followup(result: dict, on_base, path) -> None:
     for i, (tp, placed) in enumerate(zip(tps, on_base)):
         left = (3.0 + 2.6 * i) / (3.0 + 2.6 * n)
         axi = fig.add_axes([left, 0.14, 2.4 / (3.0 + 2.6 * n), 0.72])
-        _slice_panel(axi, tp, placed, responses.get(tp["label"]))
+        _slice_panel(axi, tp, placed, responses.get(tp["label"]), recurrence_map if i == n - 1 else None)
     _save(fig, path)
 
 
-def _slice_panel(ax, tp, placed, response) -> None:
+def _slice_panel(ax, tp, placed, response, recurrence_map=None) -> None:
     labels = sitk.GetArrayViewFromImage(placed["labels"])
     lesion = max(tp["lesions"], key=lambda les: (les.get("diameters") or {}).get("product_mm2", 0), default=None)
     diameters = (lesion or {}).get("diameters")
@@ -71,4 +75,10 @@ def _slice_panel(ax, tp, placed, response) -> None:
     if response:
         title += f"  {response['category']}{' (preliminary)' if response['preliminary'] else ''}"
     ax.set_title(title, fontsize=8)
-    ax.set_xlabel(f"axial slice {k}; SPD {tp['sum_of_products_mm2']:.0f} mm²", fontsize=7)
+    caption = f"axial slice {k}; SPD {tp['sum_of_products_mm2']:.0f} mm²"
+    if recurrence_map is not None:
+        plane = sitk.GetArrayViewFromImage(recurrence_map)[k]
+        if plane.max() >= NEXT_VISIT_LEVEL:
+            ax.contour(plane, [NEXT_VISIT_LEVEL], colors=NEXT_VISIT_COLOUR, linewidths=1.0)
+        caption += f"\nmagenta: P(tumour at next visit) ≥ {NEXT_VISIT_LEVEL:g}"
+    ax.set_xlabel(caption, fontsize=7)

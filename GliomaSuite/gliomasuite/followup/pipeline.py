@@ -469,7 +469,7 @@ def _write(out_dir: Path, result: dict, loaded, on_base, frames, b, recurrence_m
             result["recurrence"]["map"] = rel
         _write_dicom(staging, result, loaded, b, say)
         write_followup_csv(result, staging / "followup.csv")
-        plot_followup(result, on_base, staging / "followup.png")
+        plot_followup(result, on_base, staging / "followup.png", recurrence_map)
         result["files"] = {"csv": "followup.csv", "figure": "followup.png"}
         write_json_atomically(result, staging / "followup.json")
         if out_dir.exists():
