@@ -31,15 +31,15 @@ def _window(a):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("GLIOMASUITE_DATA"))
-    parser.add_argument("--cases", nargs="+", default=["BraTS2021_00006", "Brats18_CBICA_AME_1", "Brats18_TCIA02_606_1"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[10, 7, 26])
+    parser.add_argument("--cases", nargs="+", default=["BraTS2021_00006", "Brats18_TCIA01_201_1", "Brats18_TCIA02_606_1"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[10, 15, 36])
     parser.add_argument("--real", nargs="+", default=["PGBM-01", "PGBM-05", "PGBM-08"])
     parser.add_argument("-o", "--output", default="docs/recurrence-simulated-vs-real.png")
     args = parser.parse_args()
     data = Path(args.data)
     rows = len(args.cases) * 2 + len(args.real)
     fig, axes = plt.subplots(rows, 4, figsize=(10, 2.6 * rows))
-    r = 0
+    r, captions = 0, []
     for case, seed in zip(args.cases, args.seeds):
         series = simulate_series(load_baseline(data / "brats" / case), np.random.default_rng(seed))
         s = series.scenario
@@ -47,7 +47,8 @@ def main():
             i = MODALITIES.index(m)
             for v in range(4):
                 ax = axes[r, v]
-                z = int(np.argmax(series.truth.sum(axis=(2, 3))[-1])) if series.truth[-1].any() else 24
+                z = (int(np.argmax(series.truth.sum(axis=(2, 3))[-1])) if series.truth[-1].any()
+                     else int(np.argmax(series.brain.sum(axis=(1, 2)))))
                 img = series.images[v, i, z]
                 ax.imshow(_window(img), cmap="gray")
                 if series.masks[v, z].any():
@@ -59,8 +60,9 @@ def main():
                 ax.set_title(f"{case[:14]} {m}{absent}\nday {series.days[v]:.0f} {tag}", fontsize=7)
                 ax.axis("off")
             r += 1
-        axes[r - 2, 0].text(0, -18, f"D_w {s.d_white:.2f} mm2/d, rho {s.rho:.3f}/d, "
-                            f"{'GTR' if s.gross_total else 'STR'}, chemo {s.chemo_effect:.2f}", fontsize=7)
+        captions.append((axes[r - 2, 0], f"D_w {s.d_white:.2f} mm2/d, rho {s.rho:.3f}/d, "
+                            f"{'biopsy only, untreated' if s.biopsy_only else ('GTR' if s.gross_total else 'STR') + f', chemo {s.chemo_effect:.2f}'}"
+                            f"{', pseudoprogression' if s.pseudoprogression and not s.biopsy_only else ''}"))
     for name in args.real:
         folder = data / "longitudinal" / "brain-tumor-progression" / name
         pre = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "Pre_Scan_T1.nii.gz")))
@@ -78,7 +80,10 @@ def main():
         for v in (2, 3):
             axes[r, v].axis("off")
         r += 1
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.5)
+    for ax, text in captions:  # after the layout, so the captions do not shrink the panels
+        box = ax.get_position()
+        fig.text(box.x0, box.y1 + 0.045 * box.height * 4 / rows, text, fontsize=7)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=90)
     print(f"Wrote {args.output}")

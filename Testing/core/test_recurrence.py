@@ -85,6 +85,7 @@ def baseline():
 def _scenario(rng, **changes):
     s = S.draw_scenario(rng)
     s.available[:] = True
+    s.biopsy_only = False
     for key, value in changes.items():
         setattr(s, key, value)
     return s
@@ -131,6 +132,21 @@ def test_pseudoprogression_enhances_without_tumour_then_fades(baseline):
     assert series.pseudo[1] and not series.recurrence[1]
     assert series.masks[1].sum() > series.truth[1].sum() + 50  # the reader outlines enhancement that is not tumour
     assert not series.pseudo[3]
+
+
+@needs_data
+def test_an_untreated_slow_tumour_stays_visible_and_is_not_a_recurrence(baseline):
+    """Biopsy only: no cavity, no treatment; the tumour and its edema stay on the scans, and only growth
+    would make a visit a recurrence."""
+    rng = np.random.default_rng(4)
+    series = S.simulate_series(baseline, rng, _scenario(rng, biopsy_only=True, rho=0.004, d_white=0.05))
+    volumes = series.truth.sum(axis=(1, 2, 3)) * S.VOXEL_CM3
+    assert volumes.min() > 5 and not series.recurrence.any()
+    flair = S.MODALITIES.index("flair")
+    edema = baseline.labels == 2
+    last = series.images[-1, flair]
+    white = last[(baseline.tissue == 3) & ~(baseline.labels > 0) & (last > 0)]
+    assert np.median(last[edema]) > 1.15 * np.median(white)  # the edema still bright on FLAIR
 
 
 # ---------------------------------------------------------------------------------------------

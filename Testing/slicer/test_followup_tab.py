@@ -430,7 +430,7 @@ def test_the_recurrence_map_is_an_overlay_with_its_legend_and_probability_in_wor
     assert recurrence["available"] and recurrence["probability"] == written["probability"]
     assert 0.0 <= recurrence["probability"] <= 1.0 and "P(recurrence)" in recurrence["sentence"]
     card = logic.recurrenceModelCard()
-    assert card.is_file() and "simulat" in card.read_text()
+    assert card.is_file() and "simulat" in card.read_text(encoding="utf-8")
     map_node = logic.recurrenceMapNode()
     expected = sitk.GetArrayFromImage(sitk.ReadImage(str(pgbm_run["output"] / written["map"])))
     np.testing.assert_allclose(slicer.util.arrayFromVolume(map_node), expected, atol=1e-6)

@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
     p.add_argument("--simulations", help="where the simulated series are kept (default: RUN/simulations)")
+    p.add_argument("--init-weights", metavar="NPZ", help="start from a trained recurrence network (fine-tuning); "
+                                                         "refused if it was trained on a validation baseline")
     p.set_defaults(func=run)
 
 
@@ -33,4 +35,5 @@ def run(args, progress) -> dict:
     return train_recurrence(Path(args.data), Path(args.out), args.validation, series_per_case=args.series_per_case,
                             epochs=args.epochs, batch=args.batch, learning_rate=args.learning_rate, seed=args.seed,
                             threads=args.threads, simulations=Path(args.simulations) if args.simulations else None,
+                            init_weights=args.init_weights,
                             progress=progress.update)

@@ -38,6 +38,10 @@ The model (each piece named with its source):
 * **Chemotherapy** — adjuvant temozolomide, six 28-day cycles from 4 weeks after radiotherapy (Stupp
   et al. 2005), as a share k ~ U(0, 0.9) of proliferation suppressed while it lasts (rho (1 - k)): our
   simplification, which gives responders as well as early recurrences.
+* **Biopsy only** — a fifth of the series are a tumour followed after a biopsy, without resection or
+  treatment (as lower-grade-looking tumours often are): the visible tumour and its edema stay, and
+  grow or not as D and rho say. Without them every visible tumour after treatment would be a
+  recurrence, and a model could call recurrence from the presence of tumour instead of its growth.
 * **Pseudoprogression** — in a third of the series, a transient treatment-related enhancement with
   FLAIR signal in a patchy band 2-8 mm around the cavity, peaking 2-10 weeks after radiotherapy and
   fading over 1-2 months (Brandsma et al. 2008): it enhances like tumour but has no tumour cells, so the
@@ -66,7 +70,7 @@ from ..errors import GliomaSuiteError
 from ..modalities import MODALITIES
 
 #: Stored with every simulated series; a series from another version is simulated again.
-SIMULATOR_VERSION = 2
+SIMULATOR_VERSION = 3
 GRID_MM = 2.0
 #: Cube edge of the simulated region, in 2 mm voxels (96 mm): the tumour and its surroundings.
 CROP = 48
@@ -87,6 +91,9 @@ FRACTIONS = 30
 RT_FIELD_MARGIN_MM = 20.0
 CHEMO_EFFECT_RANGE = (0.0, 0.9)
 PSEUDOPROGRESSION_SHARE = 0.35
+#: Share of series that are a biopsied tumour followed without resection or treatment, so a visible tumour
+#: that stays the same size is common, and only growth means progression.
+BIOPSY_SHARE = 0.2
 EDEMA_MEDIAN = 0.06
 EDEMA_PATCHINESS = 1.0
 #: Spread of the proliferation rate across the tumour (log-normal, smooth over about 6 mm).
@@ -115,6 +122,7 @@ class Scenario:
     d_white: float            # mm^2/day
     rho: float                # /day
     gross_total: bool
+    biopsy_only: bool         # no resection and no treatment yet: watchful waiting after a biopsy
     alpha: float              # /Gy
     chemo_effect: float       # share of proliferation suppressed during adjuvant temozolomide
     rt_start: float           # day
@@ -347,7 +355,8 @@ def draw_scenario(rng: np.random.Generator, seed: int = 0) -> Scenario:
     return Scenario(
         d_white=log_uniform(*D_WHITE_RANGE_MM2_DAY),
         rho=log_uniform(RHO_RANGE_PER_DAY[0], RHO_FAST) if rng.random() > FAST_SHARE else log_uniform(RHO_FAST, RHO_RANGE_PER_DAY[1]),
-        gross_total=bool(rng.random() < 0.6), alpha=float(rng.uniform(*ALPHA_RANGE_PER_GY)), rt_start=rt_start,
+        gross_total=bool(rng.random() < 0.6), biopsy_only=bool(rng.random() < BIOPSY_SHARE),
+        alpha=float(rng.uniform(*ALPHA_RANGE_PER_GY)), rt_start=rt_start,
         chemo_effect=float(rng.uniform(*CHEMO_EFFECT_RANGE)),
         pseudoprogression=bool(rng.random() < PSEUDOPROGRESSION_SHARE),
         pseudo_peak=float(rt_end + rng.uniform(14, 70)), pseudo_width=float(rng.uniform(20, 45)),
@@ -360,7 +369,8 @@ def _growth_periods(s: Scenario, start: float, end: float):
     chemo_from = s.rt_start + 42 + 28
     chemo_to = chemo_from + 6 * 28
     cuts = sorted({start, end, *(t for t in (chemo_from, chemo_to) if start < t < end)})
-    return [(a, b, 1.0 - s.chemo_effect if chemo_from <= a < chemo_to else 1.0) for a, b in zip(cuts[:-1], cuts[1:])]
+    effect = 0.0 if s.biopsy_only else s.chemo_effect
+    return [(a, b, 1.0 - effect if chemo_from <= a < chemo_to else 1.0) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def _smooth_noise(shape, rng, sigma: float) -> np.ndarray:
@@ -394,7 +404,9 @@ def simulate_series(baseline: Baseline, rng: np.random.Generator, scenario: Opti
         core = baseline.labels > 0
     # Resection: the core (and 2 mm) becomes the cavity; a subtotal one leaves a part at the core's border.
     cavity = ndimage.binary_dilation(core, iterations=1) & brain
-    if not s.gross_total:
+    if s.biopsy_only:
+        cavity = np.zeros_like(cavity)
+    elif not s.gross_total:
         border = np.argwhere(core & ~ndimage.binary_erosion(core))
         centre = border[rng.integers(len(border))]
         zz, yy, xx = np.ogrid[:CROP, :CROP, :CROP]
@@ -406,11 +418,15 @@ def simulate_series(baseline: Baseline, rng: np.random.Generator, scenario: Opti
     solver = FisherKolmogorov(diffusion_map(baseline.tissue, s.d_white, cavity), rho)
     rt_field = ndimage.distance_transform_edt(~(baseline.labels > 0)) * GRID_MM <= RT_FIELD_MARGIN_MM
     fraction_days, surviving = _radiotherapy(s, rt_field)
+    if s.biopsy_only:
+        fraction_days = []
     # Pseudoprogression's place: a patchy band 2-10 mm around the cavity wall, inside the brain.
     to_cavity = ndimage.distance_transform_edt(~cavity) * GRID_MM
     band = (to_cavity > 0) & (to_cavity <= rng.uniform(4, 8)) & brain
     patches = _smooth_noise(c.shape, rng, 2.0) > rng.uniform(0.0, 0.8)
-    pseudo_place = band & patches
+    pseudo_place = band & patches & cavity.any()
+    # Untreated, the tumour keeps its vasogenic edema on FLAIR/T2 whatever the cell density there.
+    edema = (baseline.labels == 2) if s.biopsy_only else None
 
     densities, day = [], 0.0
     events = sorted([(d, "rt") for d in fraction_days] + [(d, "visit") for d in s.visit_days])
@@ -432,14 +448,14 @@ def simulate_series(baseline: Baseline, rng: np.random.Generator, scenario: Opti
     for v, (density, when) in enumerate(zip(densities, s.visit_days)):
         enhancing, necrosis = _enhancing(density, cavity)
         amplitude = (s.pseudo_amplitude * np.exp(-0.5 * ((when - s.pseudo_peak) / s.pseudo_width) ** 2)
-                     if s.pseudoprogression else 0.0)
+                     if s.pseudoprogression and not s.biopsy_only else 0.0)
         pseudo_enh = pseudo_place & (amplitude > 0.5)
         pseudo_visible[v] = bool(pseudo_enh.sum() * VOXEL_CM3 >= 0.3)
         truth[v] = enhancing | necrosis
         true_volumes[v] = truth[v].sum() * VOXEL_CM3
         masks[v] = truth[v] | pseudo_enh
         images[v] = _render(baseline, density, cavity, enhancing, necrosis, pseudo_place, amplitude,
-                            band, rng, s.available[v])
+                            band, rng, s.available[v], edema)
         # The reader's mask moves with its scan (the registration error is in both).
         images[v], masks[v] = _misregister(images[v], masks[v], rng)
     recurrence = np.zeros(VISITS, bool)
@@ -457,9 +473,12 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def _render(baseline: Baseline, c, cavity, enhancing, necrosis, pseudo_place, amplitude, band, rng, available):
+def _render(baseline: Baseline, c, cavity, enhancing, necrosis, pseudo_place, amplitude, band, rng, available,
+            edema=None):
     brain = baseline.tissue > 0
     flair_w = _smoothstep((c - C_FLAIR) / 0.1) * brain
+    if edema is not None:
+        flair_w = np.maximum(flair_w, edema)
     flair_w = np.maximum(flair_w, amplitude * band * 0.8)           # treatment-related FLAIR signal
     enh_w = ndimage.gaussian_filter(enhancing.astype(np.float32), 0.6)
     pseudo_w = ndimage.gaussian_filter((pseudo_place * amplitude).astype(np.float32), 0.8)

@@ -73,7 +73,7 @@ def predict_samples(model: RecurrenceNet, samples: SeriesSamples, batch: int = 4
 
 def train_recurrence(data_dir, out_dir, validation: Sequence[str], series_per_case: int = 16, epochs: int = 8,
                      batch: int = 4, learning_rate: float = 2e-3, seed: int = 0, threads: Optional[int] = None,
-                     simulations: Optional[Path] = None, validate_every: int = 2,
+                     simulations: Optional[Path] = None, validate_every: int = 2, init_weights=None,
                      progress: Progress = lambda f, m: None) -> dict:
     """Simulate, then train; writes RUN/recurrence.npz, RUN/train-log.jsonl, RUN/checkpoint.pt. Returns a summary."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -99,6 +99,18 @@ def train_recurrence(data_dir, out_dir, validation: Sequence[str], series_per_ca
 
     torch.manual_seed(seed)
     model = RecurrenceNet()
+    started_from = None
+    if init_weights is not None:  # fine-tuning: start from a trained network's weights (our .npz, checked)
+        from .weights import load_recurrence_weights
+
+        initial, initial_meta = load_recurrence_weights(init_weights)
+        leaked = sorted(set(initial_meta.get("train_cases", ())) & set(val_cases))
+        if leaked:
+            raise GliomaSuiteError(f"--init-weights {init_weights} was trained on {', '.join(leaked)}, which this run "
+                                   "holds out for validation; start from weights that never saw them.")
+        model.load_state_dict(initial.state_dict())
+        started_from = {"file": Path(init_weights).name, "train_cases": initial_meta.get("train_cases"),
+                        "epochs": initial_meta.get("epochs"), "series_per_case": initial_meta.get("series_per_case")}
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     steps_per_epoch = -(-len(train) // batch) + 2
     checkpoint = out_dir / "checkpoint.pt"
@@ -137,7 +149,7 @@ def train_recurrence(data_dir, out_dir, validation: Sequence[str], series_per_ca
                  + (f", validation AUC {entry['validation_auc']:.3f} (logged, not used to choose)"
                     if "validation_auc" in entry else ""))
     meta = {"train_cases": train_cases, "validation_cases": val_cases, "series_per_case": series_per_case,
-            "epochs": epochs, "seed": seed, "parameters": parameter_count(model)}
+            "epochs": epochs, "seed": seed, "parameters": parameter_count(model), "initial_weights": started_from}
     digest = save_recurrence_weights(model, out_dir / "recurrence.npz", meta)
     return {**meta, "weights": str(out_dir / "recurrence.npz"), "sha256": digest}
 
