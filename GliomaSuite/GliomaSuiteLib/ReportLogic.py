@@ -22,9 +22,6 @@ from gliomasuite.modalities import MODALITIES, display_name
 from .Process import CANCELLED, DONE, FAILED, BackgroundProcess, OneJobAtATime
 from .SegmentationNodes import image_from_volume_node, image_on_volume_grid, labels_from_segmentation_node
 
-REPORT_FILES = ("report.pdf", "report.json", "report.csv")
-
-
 @dataclass
 class ReportOutcome:
     state: str                                   # "done", "failed" or "cancelled"

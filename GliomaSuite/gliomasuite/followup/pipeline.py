@@ -484,7 +484,7 @@ def _write_dicom(staging: Path, result: dict, loaded, b, say) -> None:
     """For each time point read from DICOM: a DICOM SEG of its segmentation on its own series and a TID 1500
     SR of its volumes with the time point's context (its label, its order from the baseline), so each scan's
     results go back to the PACS beside that scan. Skipped, with a note, without highdicom."""
-    from ..report.dicom import dicom_unavailable, is_dicom_study, label_volumes_cm3, source_series, write_dicom_seg, write_dicom_sr
+    from ..report.dicom import SEG_SR_FAILURES, dicom_unavailable, is_dicom_study, write_seg_and_sr
 
     dicom = [i for i, item in enumerate(loaded) if item.study is not None and is_dicom_study(item.study)]
     if not dicom:
@@ -501,17 +501,12 @@ def _write_dicom(staging: Path, result: dict, loaded, b, say) -> None:
         if not np.any(sitk.GetArrayViewFromImage(labels)):
             say(f"{item.tp.label}: no tumour in its segmentation, so no DICOM SEG or SR was written for it.")
             continue
-        ours = item.segmented_by != "reader"
         try:
-            datasets = source_series(item.study)
-            seg = write_dicom_seg(labels, datasets, staging / "dicom" / f"{name}-seg.dcm",
-                                  item.segmented_by if ours else "", None, "AUTOMATIC" if ours else "MANUAL")
-            write_dicom_sr(seg, datasets, label_volumes_cm3(labels), staging / "dicom" / f"{name}-sr.dcm",
-                           model_name=item.segmented_by if ours else "",
-                           time_point="baseline" if i == b else item.tp.label, time_point_order=i + 1)
-        except (GliomaSuiteError, ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
-            for suffix in ("seg", "sr"):
-                (staging / "dicom" / f"{name}-{suffix}.dcm").unlink(missing_ok=True)
+            write_seg_and_sr(labels, item.study, staging / "dicom" / f"{name}-seg.dcm",
+                             staging / "dicom" / f"{name}-sr.dcm", item.segmented_by,
+                             automatic=item.segmented_by != "reader",
+                             time_point="baseline" if i == b else item.tp.label, time_point_order=i + 1)
+        except SEG_SR_FAILURES as exc:
             say(f"{item.tp.label}: no DICOM SEG or SR was written ({exc}).")
             continue
         result["timepoints"][i]["files"].update(dicom_seg=f"dicom/{name}-seg.dcm", dicom_sr=f"dicom/{name}-sr.dcm")

@@ -79,11 +79,12 @@ def _tumour_array(image: sitk.Image) -> np.ndarray:
     return np.isin(a, (1, 4)) if a.max() > 1 else a > 0
 
 
-def crop_grid(reference: sitk.Image, visits: List[Visit], notes: List[str]) -> sitk.Image:
-    """The 48^3, 2 mm cube centred on the tumour (all visits together), in the reference's orientation."""
+def crop_grid(reference: sitk.Image, visits: List[Visit], notes: List[str], masks: List[sitk.Image]) -> sitk.Image:
+    """The 48^3, 2 mm cube centred on the tumour (``masks``, one per visit, all together), in the reference's
+    orientation."""
     union = np.zeros(sitk.GetArrayViewFromImage(reference).shape, bool)
-    for v in visits:
-        union |= _tumour_array(v.tumour)
+    for mask in masks:
+        union |= sitk.GetArrayViewFromImage(mask) > 0
     if not union.any():
         for v in visits:
             union |= sitk.GetArrayFromImage(v.tumour) > 0
@@ -161,17 +162,18 @@ def predict_recurrence(visits: List[Visit], reference: sitk.Image, model=None,
         reasons.append(f"the registration of {', '.join(failed)} to the baseline looks failed")
     if model is None:
         model, _ = load_recurrence_model(name)
-    grid = crop_grid(reference, usable, notes)
+    masks = [_mask_image(v.tumour) for v in usable]
+    grid = crop_grid(reference, usable, notes, masks)
     images = np.zeros((len(usable), len(MODALITIES), CROP, CROP, CROP), np.float32)
     available = np.zeros((len(usable), len(MODALITIES)), bool)
-    masks = np.zeros((len(usable), CROP, CROP, CROP), np.uint8)
+    mask_arrays = np.zeros((len(usable), CROP, CROP, CROP), np.uint8)
     for t, v in enumerate(usable):
         for i, m in enumerate(MODALITIES):
             if m in v.images:
                 images[t, i] = _on(grid, v.images[m])
                 available[t, i] = True
-        masks[t] = _on(grid, _mask_image(v.tumour), label=True)
-    x = series_inputs(images, available, masks, np.asarray(days, float))
+        mask_arrays[t] = _on(grid, masks[t], label=True)
+    x = series_inputs(images, available, mask_arrays, np.asarray(days, float))
     with torch.no_grad():
         logits, rec = model(torch.from_numpy(x[None]))
     probability_map = torch.sigmoid(logits)[0, 0].numpy().astype(np.float32)

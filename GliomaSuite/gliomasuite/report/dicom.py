@@ -490,21 +490,37 @@ def write_report_dicom(inputs, folder, *, deidentify: bool = False, note=lambda 
     ours = len(words) >= 2 and words[0] == "gliomasuite"
     model, version = (" ".join(words[2:]), words[1]) if ours else ("", None)
     folder = Path(folder)
-    written = []
     try:
-        datasets = source_series(study)
-        seg = write_dicom_seg(labels, datasets, folder / seg_name, model, version,
-                              "AUTOMATIC" if ours else "MANUAL")
-        written.append(folder / seg_name)
-        write_dicom_sr(seg, datasets, label_volumes_cm3(labels), folder / sr_name, model_name=model,
-                       version=version)
-        written.append(folder / sr_name)
-    except (GliomaSuiteError, ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
-        for path in written:
-            path.unlink(missing_ok=True)
+        write_seg_and_sr(labels, study, folder / seg_name, folder / sr_name, model, version, ours)
+    except SEG_SR_FAILURES as exc:
         note(f"No DICOM SEG or SR was written (the rest of the report was): {exc}")
         return {}
     return {"seg": str(folder / seg_name), "sr": str(folder / sr_name)}
+
+
+#: What writing a SEG and SR from a study's DICOM headers may raise for a series that cannot carry them.
+SEG_SR_FAILURES = (GliomaSuiteError, ValueError, TypeError, AttributeError, KeyError, IndexError)
+
+
+def write_seg_and_sr(labels: sitk.Image, study, seg_path: Path, sr_path: Path, model: str = "",
+                     version: Optional[str] = None, automatic: bool = True, time_point: Optional[str] = None,
+                     time_point_order: Optional[int] = None) -> None:
+    """A DICOM SEG of ``labels`` on the study's T1ce series and the TID 1500 SR of its volumes, both or
+    neither: on a failure (one of :data:`SEG_SR_FAILURES`, re-raised) what was written is removed.
+    ``automatic``: made by a GliomaSuite model (named by ``model``); else MANUAL, naming no algorithm."""
+    written = []
+    try:
+        datasets = source_series(study)
+        seg = write_dicom_seg(labels, datasets, seg_path, model if automatic else "", version,
+                              "AUTOMATIC" if automatic else "MANUAL")
+        written.append(seg_path)
+        write_dicom_sr(seg, datasets, label_volumes_cm3(labels), sr_path, model_name=model if automatic else "",
+                       version=version, time_point=time_point, time_point_order=time_point_order)
+        written.append(sr_path)
+    except SEG_SR_FAILURES:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
 
 
 # ----------------------------------------------------------------------------------------------
