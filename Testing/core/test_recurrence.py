@@ -246,6 +246,12 @@ def test_two_dated_scans_give_a_probability_and_a_map_on_the_baseline_grid(small
     assert "P(recurrence)" in out.sentence()
 
 
+def test_one_undated_scan_still_gets_its_map(small_series):
+    first = small_series[0]
+    out = predict_recurrence([Visit(first.label, first.images, first.tumour, None)], first.images["t1ce"])
+    assert out.probability is None and out.map is not None
+
+
 @pytest.mark.parametrize("change, reason", [
     ("one", "at least two time points"),
     ("undated", "dates are unknown"),
@@ -268,6 +274,7 @@ def test_no_number_where_a_number_would_mislead(small_series, change, reason):
     out = predict_recurrence(visits, first.images["t1ce"])
     assert out.probability is None and out.called is None
     assert any(reason in r for r in out.reasons) and out.sentence().startswith("No recurrence probability")
+    assert not (change == "undated" and any("share a date" in r for r in out.reasons))  # only the true reason
     if change != "no_t1ce_last":
         assert out.map is not None  # the map needs one scan with a T1ce
 

@@ -148,10 +148,13 @@ def predict_recurrence(visits: List[Visit], reference: sitk.Image, model=None,
     if len(usable) < 2:
         reasons.append("the call needs at least two time points from the baseline on (the map is from one)")
     days = [v.day for v in usable]
-    if len(usable) >= 2 and any(d is None for d in days):
-        reasons.append("the scan dates are unknown (give --dates), and the model weighs the time between scans")
-        days = [0.0] * len(usable)
-    gaps = np.diff(np.asarray(days, float)) if len(usable) >= 2 else np.zeros(0)
+    if any(d is None for d in days):
+        if len(usable) >= 2:
+            reasons.append("the scan dates are unknown (give --dates), and the model weighs the time between scans")
+        days = [0.0] * len(usable)  # the map is still drawn; no interval is judged
+        gaps = np.zeros(0)
+    else:
+        gaps = np.diff(np.asarray(days, float))
     if np.any(gaps <= 0):
         reasons.append("two time points share a date or are out of order")
     elif np.any(gaps > MAX_INTERVAL_DAYS):
