@@ -31,7 +31,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="*", help="study folders")
     parser.add_argument("--data", help="a folder whose sub-folders are studies")
+    parser.add_argument("--other-patient", nargs="+", metavar="CASE_FOLDER",
+                        help="instead: pair every case's T1 and T1ce with every other case's T2 and FLAIR (BraTS "
+                             "2021 names) and print how far their brain outlines sit from the T1ce's, and whether "
+                             "the misregistration warning names them")
     args = parser.parse_args(argv)
+    if args.other_patient:
+        return other_patient_pairs([Path(p) for p in args.other_patient])
     folders = [Path(s) for s in args.studies]
     if args.data:
         folders += sorted(p for p in Path(args.data).iterdir() if p.is_dir())
@@ -64,6 +70,26 @@ def main(argv=None) -> int:
           f"{min(volumes):.0f}-{max(volumes):.0f} cm3, fill {min(fills):.2f}-{max(fills):.2f}, highest correlation "
           f"between two sequences {max(correlations):.2f}; outline offset up to {max(a[0] for a in alignment):.2f} mm, "
           f"Dice down to {min(a[1] for a in alignment):.3f}; fewest distinct values {min(a[2] for a in alignment)}")
+    return 0
+
+
+def other_patient_pairs(cases) -> int:
+    import itertools
+
+    overlaps, named = [], 0
+    for a, b in itertools.permutations(cases, 2):
+        files = {m: (a if m in ("t1", "t1ce") else b) / f"{(a if m in ('t1', 't1ce') else b).name}_{m}.nii.gz"
+                 for m in MODALITIES}
+        images = load_study(files).images
+        offsets = {m: v for m, v in outline_offsets(images).items() if m in ("t2", "flair")}
+        warned = misregistration_warnings(images)
+        overlaps += [d for _, d in offsets.values()]
+        named += bool(warned)
+        print(f"T1/T1ce {a.name:24s} T2/FLAIR {b.name:24s} "
+              + "  ".join(f"{m} {o:.1f} mm Dice {d:.3f}" for m, (o, d) in offsets.items())
+              + f"  {'named' if warned else 'NOT named'}", flush=True)
+    print(f"\n{named} of {len(cases) * (len(cases) - 1)} pairings named; outline Dice of the other patient's "
+          f"T2/FLAIR {min(overlaps):.2f}-{max(overlaps):.2f}")
     return 0
 
 

@@ -9,7 +9,7 @@ grid):
 * **Misregistered, or another patient's**: in skull-stripped data every sequence carries the same brain
   outline, so a sequence whose outline is offset from the T1ce's (centroid distance) or overlaps it
   poorly (Dice) was not co-registered, or belongs to someone else (two BraTS patients' outlines, both in
-  the SRI24 atlas space, overlap by 0.81-0.91). A warning names the sequence, the offset and the fix, ``--coregister``,
+  the SRI24 atlas space, overlap by 0.81-0.91: ``tools/brain_check_report.py --other-patient``). A warning names the sequence, the offset and the fix, ``--coregister``,
   which aligns each sequence rigidly to the T1ce with the follow-up's registration (SimpleITK, Mattes
   mutual information inside the brain) before segmenting.
 
