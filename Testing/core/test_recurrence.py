@@ -303,3 +303,12 @@ def test_training_resumes_from_its_checkpoint_and_refuses_unknown_cases(tmp_path
     assert [entry["epoch"] for entry in log] == [1, 2]  # the first epoch was not trained again
     model, meta = load_recurrence_weights(second["weights"], expected_sha256=second["sha256"])
     assert meta["epochs"] == 2
+
+
+def test_train_recurrence_command_refuses_a_missing_data_folder_in_one_sentence(tmp_path, capsys):
+    from gliomasuite import cli
+
+    code = cli.main(["train-recurrence", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"),
+                     "--validation", "A"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err and "Traceback" not in err and not (tmp_path / "run").exists()
