@@ -32,18 +32,24 @@ def map_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + dice
 
 
-def _batches(samples: SeriesSamples, batch: int, rng: np.random.Generator, shuffle: bool):
-    """Batches of samples with the same number of visits (they stack into one tensor)."""
+def _chunks(samples: SeriesSamples, batch: int, rng: Optional[np.random.Generator] = None) -> list:
+    """Index lists of at most ``batch`` samples with the same number of visits (they stack into one tensor);
+    shuffled within and across lengths when ``rng`` is given, else in order."""
     by_len = {}
     for index, (_, (j, k)) in enumerate(samples.items):
         by_len.setdefault(k - j, []).append(index)
     chunks = []
     for indices in by_len.values():
-        order = rng.permutation(indices) if shuffle else indices
+        order = rng.permutation(indices) if rng is not None else indices
         chunks += [order[i:i + batch] for i in range(0, len(order), batch)]
-    if shuffle:
+    if rng is not None:
         chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-    for chunk in chunks:
+    return chunks
+
+
+def _batches(samples: SeriesSamples, batch: int, rng: np.random.Generator):
+    """Shuffled training batches: (inputs, recurrence labels, next-visit maps) tensors."""
+    for chunk in _chunks(samples, batch, rng):
         items = [samples.sample(int(i)) for i in chunk]
         yield (torch.from_numpy(np.stack([x for x, _, _ in items])),
                torch.tensor([y for _, y, _ in items], dtype=torch.float32),
@@ -53,21 +59,15 @@ def _batches(samples: SeriesSamples, batch: int, rng: np.random.Generator, shuff
 def predict_samples(model: RecurrenceNet, samples: SeriesSamples, batch: int = 4):
     """(probabilities, labels, maps, targets) for every sample, in ``samples.items`` order."""
     model.eval()
-    order = {}
-    for index, (_, (j, k)) in enumerate(samples.items):
-        order.setdefault(k - j, []).append(index)
     probs = np.zeros(len(samples))
     labels = np.zeros(len(samples))
     maps, targets = [None] * len(samples), [None] * len(samples)
     with torch.no_grad():
-        for indices in order.values():
-            for i in range(0, len(indices), batch):
-                chunk = indices[i:i + batch]
-                items = [samples.sample(j) for j in chunk]
-                logits, rec = model(torch.from_numpy(np.stack([x for x, _, _ in items])))
-                for j, (_, y, m), p, lm in zip(chunk, items, torch.sigmoid(rec).numpy(),
-                                               torch.sigmoid(logits).numpy()):
-                    probs[j], labels[j], maps[j], targets[j] = p, y, lm[0].astype(np.float16), m[0] > 0
+        for chunk in _chunks(samples, batch):
+            items = [samples.sample(j) for j in chunk]
+            logits, rec = model(torch.from_numpy(np.stack([x for x, _, _ in items])))
+            for j, (_, y, m), p, lm in zip(chunk, items, torch.sigmoid(rec).numpy(), torch.sigmoid(logits).numpy()):
+                probs[j], labels[j], maps[j], targets[j] = p, y, lm[0].astype(np.float16), m[0] > 0
     return probs, labels, maps, targets
 
 
@@ -126,7 +126,7 @@ def train_recurrence(data_dir, out_dir, validation: Sequence[str], series_per_ca
     for epoch in range(start_epoch, epochs):
         model.train()
         t0, losses = time.time(), []
-        for i, (x, y, target) in enumerate(_batches(train, batch, rng, shuffle=True)):
+        for i, (x, y, target) in enumerate(_batches(train, batch, rng)):
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate_at(learning_rate, (epoch + i / steps_per_epoch) / epochs)
             logits, rec = model(x)
