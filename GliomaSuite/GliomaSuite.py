@@ -112,13 +112,16 @@ class Device(enum.Enum):
 
 
 class Quality(enum.Enum):
-    """How carefully it runs: once, or with flip test-time augmentation (the core's ``--tta``)."""
+    """How carefully it runs: once, with flip test-time augmentation (the core's ``--tta``), or with
+    those passes and the map of where they disagree (``--uncertainty``)."""
 
     FAST = "fast"
     TTA = "tta"
+    UNCERTAINTY = "uncertainty"
 
     def label(self) -> str:
-        return {Quality.FAST: _("Fast"), Quality.TTA: _("Test-time augmentation (smoother, about 8x slower)")}[self]
+        return {Quality.FAST: _("Fast"), Quality.TTA: _("Test-time augmentation (smoother, about 8x slower)"),
+                Quality.UNCERTAINTY: _("Test-time augmentation and a map of where it is unsure")}[self]
 
 
 @parameterNodeWrapper
@@ -299,8 +302,9 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.logic.ensureDependencies()
                 segmentLogic.startSegmentation(
                     self._inputs(), device=self._parameterNode.device.value,
-                    tta=self._parameterNode.quality == Quality.TTA, outputNode=self._parameterNode.segmentation,
-                    skipBrainCheck=skipBrainCheck, onProgress=self.onProgress, onFinished=self.onFinished)
+                    tta=self._parameterNode.quality in (Quality.TTA, Quality.UNCERTAINTY),
+                    uncertainty=self._parameterNode.quality == Quality.UNCERTAINTY,
+                    outputNode=self._parameterNode.segmentation, skipBrainCheck=skipBrainCheck, onProgress=self.onProgress, onFinished=self.onFinished)
         except GliomaSuiteError as error:
             self.ui.statusLabel.text = ""
             slicer.util.errorDisplay(str(error), windowTitle=_("GliomaSuite"))
@@ -345,7 +349,9 @@ class GliomaSuiteWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                         "enhancing tumour {et:.1f} cm3 (table beside the views; it follows your edits).").format(
                 seconds=outcome.seconds, device=outcome.device.upper() or "?", wt=volumes["WT"],
                 tc=volumes["TC"], et=volumes["ET"])
-            self.ui.statusLabel.text = "\n".join([summary] + outcome.notes)
+            checking = ([_("Most worth checking (magenta overlay): ") + "; ".join(outcome.uncertainRegions)]
+                        if outcome.uncertainRegions else [])
+            self.ui.statusLabel.text = "\n".join([summary] + checking + outcome.notes)
             self.logic.showResult(outcome, self._parameterNode.t1ce)
         elif outcome.state == CANCELLED:
             self.ui.progressBar.value = 0

@@ -59,11 +59,13 @@ from .Process import CANCELLED, DONE, FAILED, BackgroundProcess, OneJobAtATime
 from .SegmentationNodes import (
     _vtk_image_from_array,
     _vtk_matrix_from_numpy,
+    colour_table,
     ijk_to_ras_from_image,
     image_from_volume_node,
     image_on_volume_grid,
     labels_from_segmentation_node,
     segmentation_node_from_labels,
+    show_in_slice_views,
     volume_node_from_image,
 )
 from .SegmentLogic import SegmentLogic, _referenceVolume
@@ -641,11 +643,7 @@ class FollowupLogic(OneJobAtATime):
         node = self.recurrenceMapNode(browserNode)
         if node is None:
             raise GliomaSuiteError("This follow-up has no recurrence map (the model did not run or found no T1ce).")
-        composites = self.scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-        for index in range(composites.GetNumberOfItems()):
-            composite = composites.GetItemAsObject(index)
-            composite.SetForegroundVolumeID(node.GetID() if show else None)
-            composite.SetForegroundOpacity(opacity if show else 0.0)
+        show_in_slice_views(self.scene, node, show, opacity)
         legend = self.recurrenceLegendNode(browserNode)
         if legend is not None:
             legend.SetVisibility(show)
@@ -684,16 +682,7 @@ class FollowupLogic(OneJobAtATime):
     def _recurrenceColours(self):
         """One colour table in the scene, transparent-free yellow to red over 0..1 (made here: slicer-core ships
         no colour files)."""
-        existing = self.scene.GetFirstNodeByName(RECURRENCE_COLOURS)
-        if existing is not None:
-            return existing
-        table = self.scene.AddNewNodeByClass("vtkMRMLColorTableNode", RECURRENCE_COLOURS)
-        table.SetTypeToUser()
-        table.SetNumberOfColors(256)
-        for i in range(256):
-            t = i / 255.0
-            table.SetColor(i, f"{t:.2f}", 1.0, 1.0 - 0.9 * t, 0.15 * (1 - t), 1.0)
-        return table
+        return colour_table(self.scene, RECURRENCE_COLOURS, lambda t: (1.0, 1.0 - 0.9 * t, 0.15 * (1 - t)))
 
     def changeVolumesCm3(self, browserNode=None) -> Dict[str, float]:
         """Volumes of the change segments ("New", "Grown", "Shrunk") as loaded, cm3."""

@@ -22,6 +22,7 @@ MRML only (no Qt), so it runs on a bare ``slicer-core`` scene as well as in Slic
 """
 
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -42,9 +43,12 @@ from gliomasuite.modalities import ALWAYS_NEEDED, MODALITIES, display_name, iden
 
 from .Process import CANCELLED, DONE, FAILED, MODULE_DIR, BackgroundProcess, OneJobAtATime
 from .SegmentationNodes import (
+    colour_table,
     image_from_volume_node,
     labels_from_segmentation_node,
     segmentation_node_from_labels,
+    show_in_slice_views,
+    volume_node_from_image,
 )
 
 #: Attribute of a result node: SHA-256 of its BraTS label map as loaded. Voxels that no longer match
@@ -74,6 +78,16 @@ PRESET_UPPER_PERCENTILE = 99.5
 
 #: Name of the label map the background process writes in the work folder.
 LABELS_FILE = "labels.nrrd"
+#: ... and of the uncertainty map, when asked for.
+UNCERTAINTY_FILE = "uncertainty.nrrd"
+#: Attribute of an uncertainty volume: JSON list of the regions most worth checking (the core's
+#: ``uncertain_regions``); and the node reference from the segmentation to that volume.
+UNCERTAIN_REGIONS_ATTRIBUTE = "GliomaSuite.uncertainRegions"
+UNCERTAINTY_ROLE = "GliomaSuite.uncertainty"
+UNCERTAINTY_COLOURS = "GliomaSuite uncertainty"
+#: The map runs 0 (the passes agree) to 0.5 (they split evenly); below this the scan shows through.
+UNCERTAINTY_SHOWN_FROM = 0.05
+UNCERTAINTY_OPACITY = 0.6
 
 
 @dataclass
@@ -91,6 +105,10 @@ class SegmentOutcome:
     #: Why the core's brain check refused the volumes ("failed", scene untouched); the user may
     #: segment anyway (startSegmentation's skipBrainCheck).
     brainCheck: List[str] = field(default_factory=list)
+    #: With ``uncertainty=True``: the uncertainty map's volume node and the regions most worth checking
+    #: ("the edema (whole-tumour) boundary, left hemisphere, ...: 4.1 cm3 uncertain"), largest first.
+    uncertaintyNode: object = None
+    uncertainRegions: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +123,7 @@ class _Job:
     onFinished: Optional[Callable[[SegmentOutcome], None]]
     process: BackgroundProcess = None
     outcome: SegmentOutcome = None
+    uncertainty: bool = False
 
 
 class SegmentLogic(OneJobAtATime):
@@ -178,6 +197,7 @@ class SegmentLogic(OneJobAtATime):
 
     def startSegmentation(self, inputs: Dict[str, object], device: str = "auto", tta: bool = False,
                           outputNode=None, overwrite: bool = False, workFolder=None, skipBrainCheck: bool = False,
+                          uncertainty: bool = False,
                           onProgress: Optional[Callable[[float, str], None]] = None,
                           onNote: Optional[Callable[[str], None]] = None,
                           onFinished: Optional[Callable[[SegmentOutcome], None]] = None) -> BackgroundProcess:
@@ -190,6 +210,8 @@ class SegmentLogic(OneJobAtATime):
         Volumes that fail the core's brain check (not skull-stripped brain MRI, one volume chosen for
         two sequences) end "failed" with ``outcome.brainCheck`` saying why, and nothing is added to
         the scene; ``skipBrainCheck`` segments them anyway, for the user who knows better.
+        ``uncertainty`` also loads the per-voxel uncertainty map (the core's ``--uncertainty``) as a volume
+        overlaid on the slice views, and lists the regions most worth checking in ``outcome.uncertainRegions``.
         """
         if self.isRunning:
             raise GliomaSuiteError("A segmentation is already running; wait for it to finish or cancel it first.")
@@ -199,7 +221,8 @@ class SegmentLogic(OneJobAtATime):
         else:
             folder, removeFolder = Path(workFolder), False
             folder.mkdir(parents=True, exist_ok=True)
-        job = _Job(dict(inputs), folder, removeFolder, outputNode, overwrite, onProgress, onNote, onFinished)
+        job = _Job(dict(inputs), folder, removeFolder, outputNode, overwrite, onProgress, onNote, onFinished,
+                   uncertainty=uncertainty)
         try:
             arguments = ["segment"]
             for modality in MODALITIES:
@@ -209,6 +232,8 @@ class SegmentLogic(OneJobAtATime):
             arguments += ["-o", str(folder / LABELS_FILE), "--overwrite", "--device", device]
             if tta:
                 arguments.append("--tta")
+            if uncertainty:
+                arguments += ["--uncertainty", str(folder / UNCERTAINTY_FILE)]
             if skipBrainCheck:
                 arguments.append("--skip-brain-check")
             if self.model:
@@ -262,6 +287,13 @@ class SegmentLogic(OneJobAtATime):
                 f"The segmentation finished, but putting its result into the scene failed ({error}); "
                 "the details are in Slicer's log.")
             return
+        if job.uncertainty and result.get("uncertainty"):
+            try:
+                outcome.uncertaintyNode = self.loadUncertainty(job.workFolder / UNCERTAINTY_FILE, outcome.segmentationNode,
+                                                               result.get("uncertain_regions") or [])
+                outcome.uncertainRegions = [r["sentence"] for r in result.get("uncertain_regions") or []]
+            except GliomaSuiteError as error:  # the segments are there; the map is a bonus
+                outcome.notes.append(str(error))
         if keptEdited is not None:
             outcome.notes.append(
                 f"'{keptEdited.GetName()}' was edited since it was made, so it was kept as it is; "
@@ -270,6 +302,43 @@ class SegmentLogic(OneJobAtATime):
             self.showVolumeRendering(job.inputs["t1ce"])
         except GliomaSuiteError as error:  # the segments are there; the rendering is a bonus
             outcome.notes.append(str(error))
+
+    def loadUncertainty(self, path, segmentationNode, regions: List[dict]):
+        """The core's uncertainty map as a volume beside ``segmentationNode`` (referenced from it),
+        coloured from clear to magenta over 0..0.5 and overlaid on the slice views."""
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            raise GliomaSuiteError(f"The uncertainty map {path} could not be read, so it is not shown.") from error
+        node = volume_node_from_image(self.scene, image, f"{segmentationNode.GetName()} uncertainty")
+        node.SetAttribute(UNCERTAIN_REGIONS_ATTRIBUTE, json.dumps(regions))
+        display = node.GetDisplayNode()
+        display.SetAndObserveColorNodeID(colour_table(self.scene, UNCERTAINTY_COLOURS,
+                                                      lambda t: (0.9 + 0.1 * t, 0.9 * (1 - t), 0.9)).GetID())
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, 0.5)
+        display.SetApplyThreshold(True)
+        display.SetLowerThreshold(UNCERTAINTY_SHOWN_FROM)
+        display.SetUpperThreshold(1.0)
+        segmentationNode.SetNodeReferenceID(UNCERTAINTY_ROLE, node.GetID())
+        self.showUncertainty(segmentationNode)
+        return node
+
+    def uncertaintyNode(self, segmentationNode):
+        """The uncertainty map loaded with ``segmentationNode``, or None."""
+        return segmentationNode.GetNodeReference(UNCERTAINTY_ROLE) if segmentationNode is not None else None
+
+    def uncertainRegions(self, segmentationNode) -> List[dict]:
+        node = self.uncertaintyNode(segmentationNode)
+        return json.loads(node.GetAttribute(UNCERTAIN_REGIONS_ATTRIBUTE) or "[]") if node is not None else []
+
+    def showUncertainty(self, segmentationNode, show: bool = True, opacity: float = UNCERTAINTY_OPACITY) -> None:
+        """Overlay the segmentation's uncertainty map on the slice views, or take it off."""
+        node = self.uncertaintyNode(segmentationNode)
+        if node is None and show:
+            raise GliomaSuiteError("This segmentation has no uncertainty map; segment again with "
+                                   "'Show where it is unsure' ticked.")
+        show_in_slice_views(self.scene, node, show, opacity)
 
     def _loadJobResult(self, job: _Job):
         outputNode = job.outputNode

@@ -290,3 +290,27 @@ def _vtk_matrix_from_numpy(array: np.ndarray) -> vtk.vtkMatrix4x4:
 
 def _numpy_from_vtk_matrix(matrix) -> np.ndarray:
     return np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
+
+
+def colour_table(scene, name: str, colour):
+    """One user colour table of 256 entries named ``name`` in ``scene`` (made once; slicer-core ships no
+    colour files). ``colour(t)`` gives (r, g, b) for t in 0..1."""
+    existing = scene.GetFirstNodeByName(name)
+    if existing is not None:
+        return existing
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    for i in range(256):
+        t = i / 255.0
+        table.SetColor(i, f"{t:.2f}", *colour(t), 1.0)
+    return table
+
+
+def show_in_slice_views(scene, node, show: bool = True, opacity: float = 0.5) -> None:
+    """Overlay ``node`` on every slice view (foreground), or take any foreground off."""
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for index in range(composites.GetNumberOfItems()):
+        composite = composites.GetItemAsObject(index)
+        composite.SetForegroundVolumeID(node.GetID() if show and node is not None else None)
+        composite.SetForegroundOpacity(opacity if show else 0.0)

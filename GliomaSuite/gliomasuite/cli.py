@@ -43,7 +43,8 @@ def _check_output(path: Path, overwrite: bool, image: bool = False) -> None:
 
 
 def segment_arguments_study(args, progress_update: Callable[[float, str], None], note: Callable[[str], None],
-                            model_name: Optional[str], probabilities: bool = False, outputs=()):
+                            model_name: Optional[str], probabilities: bool = False, outputs=(),
+                            uncertainty: bool = False):
     """Load the study named by the study arguments and segment it: ``(study, SegmentationResult)``.
 
     The one path from command-line arguments to a label map, for ``segment`` and ``survival --study``.
@@ -69,7 +70,7 @@ def segment_arguments_study(args, progress_update: Callable[[float, str], None],
         study.images = coregister_to_t1ce(study.images, note)
     result = segment_study(study, model=model, device=args.device, tta=args.tta, probabilities=probabilities,
                            window=args.window, progress=progress_update, engine=getattr(args, "engine", "auto"),
-                           check_brain=not args.skip_brain_check)
+                           check_brain=not args.skip_brain_check, uncertainty=uncertainty)
     for warning in result.warnings:
         note(warning)
     return study, result
@@ -84,6 +85,11 @@ def cmd_segment(args, progress: Progress) -> dict:
         outputs.append(Path(args.probabilities))
         if Path(args.probabilities).resolve() == output.resolve():
             raise GliomaSuiteError("--probabilities names the same file as -o; give the probabilities their own file.")
+    if args.uncertainty:
+        _check_output(Path(args.uncertainty), args.overwrite, image=True)
+        if len({Path(o).resolve() for o in outputs + [Path(args.uncertainty)]}) != len(outputs) + 1:
+            raise GliomaSuiteError("--uncertainty names the same file as another output; give it its own file.")
+        outputs.append(Path(args.uncertainty))
     if args.dicom_seg:  # refused before any work: no highdicom, a study not from DICOM, a bad file name
         from .report.dicom import check_dicom_seg_request, save_dicom, segment_dicom_seg
 
@@ -91,13 +97,16 @@ def cmd_segment(args, progress: Progress) -> dict:
         check_dicom_seg_request(_study_source(args), args.dicom_seg)
         outputs.append(Path(args.dicom_seg))
     study, result = segment_arguments_study(args, progress.update, progress.note, args.model,
-                                            probabilities=bool(args.probabilities), outputs=outputs)
+                                            probabilities=bool(args.probabilities), outputs=outputs,
+                                            uncertainty=bool(args.uncertainty))
     dicom_seg = segment_dicom_seg(study, result.labels, result.model, progress.note) if args.dicom_seg else None
     write_image_atomically(result.labels, output, model=result.model)
     if dicom_seg is not None:
         save_dicom(dicom_seg, Path(args.dicom_seg))
     if result.probabilities is not None:
         write_image_atomically(result.probabilities, Path(args.probabilities), model=result.model)
+    if result.uncertainty is not None:
+        write_image_atomically(result.uncertainty, Path(args.uncertainty), model=result.model)
     summary = {"gliomasuite_version": __version__, "output": str(output), "device": result.device, "engine": result.engine, "model": result.model,
                "volumes_cm3": {k: round(v, 3) for k, v in result.volumes_cm3.items()},
                "warnings": result.warnings, "brain_check": result.brain_check}
@@ -105,9 +114,15 @@ def cmd_segment(args, progress: Progress) -> dict:
         summary["probabilities"] = str(args.probabilities)
     if args.dicom_seg:
         summary["dicom_seg"] = str(args.dicom_seg) if dicom_seg is not None else None
+    if args.uncertainty:
+        summary["uncertainty"] = str(args.uncertainty) if result.uncertainty is not None else None
+        summary["uncertain_regions"] = result.uncertain_regions
     if not progress.json_lines:
         for name, value in summary["volumes_cm3"].items():
             print(f"  {name:>3}: {value:8.2f} cm3")
+        if args.uncertainty and result.uncertainty is not None:
+            print("Most worth checking: " + ("; ".join(r["sentence"] for r in result.uncertain_regions)
+                                             or "no region; the passes agree everywhere"))
     return summary
 
 
@@ -404,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_arguments(p)
     p.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz, .nrrd, ...)")
     p.add_argument("--probabilities", metavar="FILE", help="also write WT/TC/ET probabilities here")
+    p.add_argument("--uncertainty", metavar="FILE", help="also write a per-voxel uncertainty map here (disagreement "
+                   "of the network passes with flips, 0 to 0.5) and list the regions most worth checking; runs the "
+                   "8 flip passes, so the label map is the --tta one")
     p.add_argument("--dicom-seg", metavar="FILE", help="also write the label map as a DICOM SEG referencing the "
                    "study's T1ce DICOM series (needs a DICOM study and highdicom)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])

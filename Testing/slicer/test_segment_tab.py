@@ -276,6 +276,51 @@ def test_shipped_model_segments_a_held_out_case_and_the_result_shows_in_3d(mrml,
 
 
 @needs_case
+def test_uncertainty_map_overlays_the_slice_views_and_is_high_at_the_tumour_boundary(mrml, tmp_path):
+    """What a reader checking the masks relies on: the map that came from the core, on the T1ce's
+    grid, over every slice view, brightest where the segments' edges are in doubt."""
+    from scipy import ndimage
+
+    from GliomaSuiteLib.SegmentLogic import UNCERTAINTY_FILE
+
+    volumes = load_volumes(mrml, {m: HELD_OUT_DIR / f"{HELD_OUT}_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")})
+    for name in ("Red", "Yellow", "Green"):  # the slice views' composite nodes, as Slicer's layout makes them
+        composite = mrml.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
+        composite.SetLayoutName(name)
+    logic = SegmentLogic(mrml.scene, mrml.app_logic)
+    process = logic.startSegmentation(logic.inputsFromNodeNames(), device="cpu", workFolder=tmp_path / "work",
+                                      uncertainty=True)
+    outcome = logic.waitForCompletion(timeout=RUN_TIMEOUT_S)
+    assert outcome.state == DONE, outcome.errorMessage
+
+    node = outcome.uncertaintyNode
+    assert node is not None and logic.uncertaintyNode(outcome.segmentationNode) is node
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "work" / UNCERTAINTY_FILE)))
+    np.testing.assert_allclose(slicer.util.arrayFromVolume(node), written)
+    assert written.min() >= 0 and written.max() <= 0.5 + 1e-6
+    composites = mrml.scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    assert all(composites.GetItemAsObject(i).GetForegroundVolumeID() == node.GetID()
+               for i in range(composites.GetNumberOfItems()))
+
+    # Doubt lies at the segments' edges: within 2 mm of the whole tumour's boundary the map is on
+    # average far higher than in the rest of the brain.
+    labels = labels_from_segmentation_node(outcome.segmentationNode, volumes["t1ce"])
+    tumour = labels > 0
+    edge = ndimage.binary_dilation(tumour, iterations=2) & ~ndimage.binary_erosion(tumour, iterations=2)
+    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(HELD_OUT_DIR / f"{HELD_OUT}_t1ce.nii.gz"))) > 0
+    elsewhere = brain & ~ndimage.binary_dilation(tumour, iterations=5)
+    assert written[edge].mean() > 10 * written[elsewhere].mean(), (written[edge].mean(), written[elsewhere].mean())
+
+    # The regions to check are the core's, in words, and travel with the volume node.
+    assert outcome.uncertainRegions == [r["sentence"] for r in process.result["uncertain_regions"]]
+    assert outcome.uncertainRegions and all("cm3 uncertain" in s for s in outcome.uncertainRegions)
+    assert logic.uncertainRegions(outcome.segmentationNode) == process.result["uncertain_regions"]
+
+    logic.showUncertainty(outcome.segmentationNode, show=False)
+    assert all(not composites.GetItemAsObject(i).GetForegroundVolumeID() for i in range(composites.GetNumberOfItems()))
+
+
+@needs_case
 def test_volume_table_matches_the_core_and_follows_edits(mrml, case_volumes):
     from gliomasuite.segmentation.inference import volumes_cm3
 

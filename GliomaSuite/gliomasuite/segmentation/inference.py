@@ -65,6 +65,10 @@ class SegmentationResult:
     #: Why the brain check refused the study (see gliomasuite.brain_check); then the map is empty and the
     #: network did not run. Empty when the check passed or was skipped.
     brain_check: List[str] = field(default_factory=list)
+    #: With ``uncertainty=True``: the per-voxel uncertainty map (SimpleITK float image on the T1ce grid, see
+    #: :mod:`.uncertainty`) and the regions most worth checking, largest first.
+    uncertainty: Optional["object"] = None
+    uncertain_regions: List[dict] = field(default_factory=list)
 
 
 def registry() -> dict:
@@ -198,20 +202,32 @@ def _pad_to(array: torch.Tensor, divisor: int):
 
 
 def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: bool = False,
-                          window: Optional[int] = None, progress: Callable[[float, str], None] = None) -> np.ndarray:
+                          window: Optional[int] = None, progress: Callable[[float, str], None] = None,
+                          spread: bool = False):
     """Region probabilities (3, z, y, x) for a prepared array (4, z, y, x).
 
     ``model`` is a V-Net or what :func:`network_for` made of it (its ONNX Runtime twin), or an
     :class:`Ensemble` of those (the mean of its members' probabilities).
+
+    ``spread``: also return the standard deviation of each region's probability over the passes
+    (every member, and with ``tta`` each of its eight flips), equal weights: ``(mean, std)``. It is
+    the disagreement the uncertainty map is made of (:func:`uncertainty_from_spread`).
     """
     if isinstance(model, Ensemble):
         n = len(model.members)
-        total = None
+        total, squares = None, None
         for k, member in enumerate(model.members):
             step = (lambda f, m, k=k: progress((k + f) / n, f"Network {k + 1} of {n}: {m}")) if progress else None
-            probs = predict_probabilities(member, array, device, tta=tta, window=window, progress=step)
+            probs = predict_probabilities(member, array, device, tta=tta, window=window, progress=step, spread=spread)
+            if spread:
+                probs, std = probs
+                second = std ** 2 + probs ** 2  # this member's mean of p^2 over its passes
+                squares = second if squares is None else squares + second
             total = probs if total is None else total + probs
-        return total / n
+        mean = total / n
+        if spread:
+            return mean, np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
+        return mean
 
     if isinstance(model, torch.nn.Module):
         model = model.to(device).eval()
@@ -227,7 +243,7 @@ def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: b
     roi = [min(window, s) if window else s for s in x.shape[-3:]]
     flips = [()] + ([(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)] if tta else [])
     use_amp = device.type == "cuda"
-    total = None
+    total, squares = None, None
     with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
         for i, dims in enumerate(flips):
             if progress:
@@ -243,8 +259,13 @@ def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: b
                                                          scale_factor=factor, mode="trilinear", align_corners=False)
             prob = torch.sigmoid(logits[0, :, : shape[0], : shape[1], : shape[2]].float())
             total = prob if total is None else total + prob
+            if spread:
+                squares = prob * prob if squares is None else squares + prob * prob
         if len(flips) > 1:
             total /= len(flips)
+    if spread:
+        mean = total.cpu().numpy()
+        return mean, np.sqrt(np.maximum(squares.cpu().numpy() / len(flips) - mean ** 2, 0.0))
     return total.cpu().numpy()
 
 
@@ -295,8 +316,13 @@ def volumes_cm3(label_image) -> Dict[str, float]:
 
 
 def segment_prepared(model, prepared: PreparedStudy, device: torch.device, tta: bool = False,
-                     window: Optional[int] = None, progress=None):
-    probs = predict_probabilities(model, prepared.array, device, tta=tta, window=window, progress=progress)
+                     window: Optional[int] = None, progress=None, spread: bool = False):
+    """``(labels, probabilities)`` of the crop; with ``spread``, ``(labels, probabilities, std)``."""
+    probs = predict_probabilities(model, prepared.array, device, tta=tta, window=window, progress=progress,
+                                  spread=spread)
+    if spread:
+        probs, std = probs
+        return postprocess(probs, prepared.brain), probs, std
     return postprocess(probs, prepared.brain), probs
 
 
@@ -326,14 +352,17 @@ def _not_segmented(prepared: PreparedStudy, problems: List[str], warnings: List[
 
 def segment_study(study, model=None, device: str = "auto", tta: bool = False, probabilities: bool = False,
                   window: Optional[int] = None, progress: Callable[[float, str], None] = None,
-                  engine: str = "auto", check_brain: bool = True) -> SegmentationResult:
+                  engine: str = "auto", check_brain: bool = True, uncertainty: bool = False) -> SegmentationResult:
     """Segment a loaded :class:`gliomasuite.study.Study`; the result is on its T1ce grid.
 
     ``engine`` picks what runs the network (see :data:`ENGINES`); the result says which did.
     ``check_brain``: a study that fails the brain check (:mod:`gliomasuite.brain_check`) is not
     segmented; the result is an empty map whose ``brain_check`` and warnings say why. False
     segments it anyway (and warns).
+    ``uncertainty``: also make the uncertainty map and the regions most worth checking
+    (:mod:`.uncertainty`); this runs the flip passes, so the label map is the one ``tta`` gives.
     """
+    tta = tta or uncertainty
     report = progress or (lambda f, m: None)
     if model is None:
         model, _ = load_model()
@@ -368,8 +397,8 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
     runs_on = torch_device.type.upper() + (" (ONNX Runtime)" if "onnxruntime" in engine_used else "")
     report(0.15, f"Running the V-Net on {runs_on}")
     try:
-        labels, probs = segment_prepared(network, prepared, torch_device, tta=tta, window=window,
-                                         progress=lambda f, m: report(0.15 + 0.75 * f, m))
+        labels, probs, *std = segment_prepared(network, prepared, torch_device, tta=tta, window=window,
+                                               progress=lambda f, m: report(0.15 + 0.75 * f, m), spread=uncertainty)
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         warnings.append("The GPU ran out of memory; the study was segmented on the CPU instead.")
@@ -377,7 +406,8 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
         network, engine_used, problem = network_for(model, torch_device, engine)
         if problem:
             warnings.append(problem)
-        labels, probs = segment_prepared(network, prepared, torch_device, tta=tta, window=window)
+        labels, probs, *std = segment_prepared(network, prepared, torch_device, tta=tta, window=window,
+                                               spread=uncertainty)
     report(0.92, "Mapping the labels back onto the T1ce grid")
     label_image = restore_labels(labels, prepared)
     volumes = volumes_cm3(label_image)
@@ -389,5 +419,15 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
                         "(tumour-free brains the models trained on come out below 1 cm3, but ones they never saw "
                         "have given 15 cm3 and more). Review the segments before using them.")
     prob_image = restore_probabilities(probs, prepared) if probabilities else None
-    return SegmentationResult(label_image, prob_image, volumes, warnings, torch_device.type, engine_used,
-                              getattr(model, "name", ""))
+    result = SegmentationResult(label_image, prob_image, volumes, warnings, torch_device.type, engine_used,
+                                getattr(model, "name", ""))
+    if uncertainty:
+        import SimpleITK as sitk
+
+        from .uncertainty import uncertain_regions, uncertainty_from_spread
+
+        std = std[0]
+        result.uncertainty = sitk.VectorIndexSelectionCast(
+            restore_probabilities(uncertainty_from_spread(std)[None], prepared), 0)
+        result.uncertain_regions = uncertain_regions(std, labels, prepared.brain)
+    return result

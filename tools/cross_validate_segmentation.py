@@ -1,0 +1,327 @@
+"""Cross-validation of the segmentation recipe over every labelled case no shipped network has seen.
+
+Which cases, and why this design (issue 15):
+- ``BASE``: the 17 cases of ``$GLIOMASUITE_DATA/brats`` that the shipped networks (vnet-brats-v1/v2,
+  reduced-v1/v2) were trained on. They are in every fold's training set and are never validated on:
+  every fold fine-tunes from ``vnet-brats-reduced-v2``, which has seen them, so validating on them
+  would score a model on its own training data.
+- ``CV``: the 25 labelled cases none of those networks trained on: the 8 held-out cases of
+  ``$GLIOMASUITE_DATA/brats`` and the 17 cases of ``$GLIOMASUITE_EXTRA`` (``../shared/data/extra-training``
+  says how to fetch them). They are split into ``--folds`` case-level folds, stratified by
+  institution group (BraTS 2021, CBICA, TCIA, 2013); each case is validated exactly once, by the one
+  fold model that never saw it.
+- Also in training: the synthetic demo-style studies and tumour-free brains of the base cache
+  (``tools/build_training_cache.py``), and mirrored tumour-free hemispheres (``negatives.py``) of the
+  base cases and of the fold's own training cases (never of its validation cases).
+
+Steps (each resumable; ``OUT`` defaults to ``.trainpack/cv``)::
+
+    GLIOMASUITE_DATA=../shared/data GLIOMASUITE_EXTRA=~/gliomasuite-extra \\
+        .venv/bin/python tools/cross_validate_segmentation.py prepare
+    .venv/bin/python tools/cross_validate_segmentation.py train --fold 0   # ... --fold 4
+    .venv/bin/python tools/cross_validate_segmentation.py evaluate --out-json cv.json
+
+``evaluate`` segments each validation case end to end (``load_study`` -> ``segment_study``) with its
+fold's model, and with the current default on the same cases side by side, and writes per-case
+Dice / HD95 (BraTS conventions), bootstrap intervals, per-group means and the worst cases.
+"""
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "GliomaSuite"))
+
+BASE = ["BraTS2021_01476", "BraTS2021_01479", "BraTS2021_01480", "BraTS2021_01482", "BraTS2021_01484",
+        "BraTS2021_01485", "Brats18_2013_11_1", "Brats18_2013_23_1", "Brats18_CBICA_ABM_1", "Brats18_CBICA_AMH_1",
+        "Brats18_CBICA_APR_1", "Brats18_CBICA_APY_1", "Brats18_TCIA01_425_1", "Brats18_TCIA02_135_1",
+        "Brats18_TCIA02_606_1", "Brats18_TCIA03_265_1", "Brats18_TCIA13_623_1"]
+HELD_OUT = ["BraTS2021_00006", "BraTS2021_01477", "BraTS2021_01481", "Brats18_2013_3_1", "Brats18_CBICA_AOZ_1",
+            "Brats18_TCIA01_201_1", "Brats18_TCIA10_628_1", "Brats18_CBICA_AME_1"]
+EXTRA = ["Brats18_CBICA_AQO_1", "Brats18_CBICA_AQP_1", "Brats18_CBICA_AQQ_1", "Brats18_CBICA_AQR_1",
+         "Brats18_CBICA_AQT_1", "Brats18_CBICA_ARW_1", "Brats18_CBICA_ASA_1", "Brats18_CBICA_ASE_1",
+         "Brats18_CBICA_ASG_1", "Brats18_CBICA_ASV_1", "Brats18_CBICA_ASW_1", "Brats18_CBICA_ASY_1",
+         "Brats18_CBICA_ATB_1", "Brats18_CBICA_ATD_1", "Brats18_CBICA_AVG_1", "Brats18_TCIA10_639_1",
+         "Brats18_2013_20_1"]
+CV = HELD_OUT + EXTRA
+INIT = "vnet-brats-reduced-v2"
+#: The fine-tuning recipe run on every fold (the same for the shipped models).
+RECIPE = ["--iterations", "1000", "--lr", "5e-4", "--norm", "cohort", "--modality-dropout", "0.3",
+          "--checkpoint-every", "100", "--log-every", "25"]
+
+
+def group(case: str) -> str:
+    """Institution group for stratification (grade is not recorded with these cases)."""
+    if case.startswith("BraTS2021"):
+        return "BraTS2021"
+    for key in ("CBICA", "TCIA", "2013"):
+        if f"_{key}" in case:
+            return key
+    return "other"
+
+
+def folds(k: int, seed: int = 0):
+    """``k`` case-level folds of CV, stratified by :func:`group`: each group's cases, shuffled with
+    ``seed``, are dealt round-robin, continuing from where the previous group stopped."""
+    out = [[] for _ in range(k)]
+    position = 0
+    for name in sorted({group(c) for c in CV}):
+        members = sorted(c for c in CV if group(c) == name)
+        random.Random(f"{seed}-{name}").shuffle(members)
+        for case in members:
+            out[position % k].append(case)
+            position += 1
+    return [sorted(f) for f in out]
+
+
+def data_dirs():
+    data = Path(os.environ.get("GLIOMASUITE_DATA", ROOT.parent / "shared" / "data")) / "brats"
+    extra = Path(os.path.expanduser(os.environ.get("GLIOMASUITE_EXTRA", "~/gliomasuite-extra")))
+    missing = [c for c in EXTRA if not (extra / c).is_dir()]
+    if missing:
+        sys.exit(f"{extra} lacks {len(missing)} of the 17 extra cases (e.g. {missing[0]}); fetch them as "
+                 "../shared/data/extra-training/README.md says and set GLIOMASUITE_EXTRA")
+    return data, extra
+
+
+def case_folder(case: str) -> Path:
+    data, extra = data_dirs()
+    return extra / case if case in EXTRA else data / case
+
+
+def prepare(out: Path) -> None:
+    from gliomasuite.errors import GliomaSuiteError
+    from gliomasuite.segmentation.cache import build_cache
+    from gliomasuite.segmentation.negatives import write_mirrored_case
+
+    cache = out / "cache"
+    base = out / "base-cache"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "build_training_cache.py"), str(base)], check=True)
+    data, extra = data_dirs()
+    build_cache(data, cache, cases=HELD_OUT)
+    build_cache(extra, cache, cases=EXTRA)
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in CV:
+            try:
+                write_mirrored_case(case_folder(case), tmp)
+            except GliomaSuiteError as reason:
+                print(f"not mirrored: {reason}")
+        build_cache(tmp, cache)
+    # One cache folder for training: link the base cache's files beside the CV cases.
+    manifest = json.loads((cache / "cache.json").read_text())
+    base_manifest = json.loads((base / "cache.json").read_text())
+    for name, entry in base_manifest["cases"].items():
+        for key in ("image", "label"):
+            link = cache / entry[key]
+            if not link.exists():
+                link.symlink_to((base / entry[key]).resolve())
+        manifest["cases"][name] = entry
+    (cache / "cache.json").write_text(json.dumps(manifest, indent=1))
+    print(f"{len(manifest['cases'])} cases in {cache}")
+
+
+def training_cases(out: Path, fold: int, k: int):
+    manifest = json.loads((out / "cache" / "cache.json").read_text())
+    held = set(folds(k)[fold])
+    names = []
+    for name in manifest["cases"]:
+        source = name[len("Mirrored_"):] if name.startswith("Mirrored_") else name
+        if source in held:
+            continue
+        if source in CV or source in BASE or name.startswith(("Synthetic_", "Healthy_")):
+            names.append(name)
+    return sorted(names)
+
+
+def train(out: Path, fold: int, k: int, threads: int, max_minutes: float) -> None:
+    from gliomasuite.registry import MODELS_DIR
+
+    run = out / f"fold{fold}"
+    run.mkdir(parents=True, exist_ok=True)
+    cases = training_cases(out, fold, k)
+    (run / "split.json").write_text(json.dumps({"fold": fold, "folds": k, "validation": folds(k)[fold],
+                                                "training": cases, "init": INIT, "recipe": RECIPE}, indent=1))
+    command = [sys.executable, "-m", "gliomasuite.segmentation.training", "--cache", str(out / "cache"),
+               "--out", str(run), "--cases", *cases, *RECIPE, "--seed", str(fold), "--threads", str(threads),
+               "--init-weights", str(MODELS_DIR / f"{INIT}.npz"), "--export", str(run / "vnet.npz")]
+    if max_minutes:
+        command += ["--max-minutes", str(max_minutes)]
+    if (run / "checkpoint.pt").exists():
+        command.append("--resume")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "GliomaSuite"), OMP_NUM_THREADS=str(threads))
+    subprocess.run(command, check=True, env=env)
+
+
+def _uncertainty_scores(labels, truth, brain, uncertainty):
+    """How well the uncertainty map points at the wrong voxels of one case (prepared crop grid).
+
+    ``auc``: chance that a wrong brain voxel is more uncertain than a right one. ``share_wrong_*``: the
+    share of wrong voxels among the most uncertain brain voxels, with a budget of 10 % of the brain or
+    of as many voxels as the predicted whole tumour. ``dice_*_corrected``: each region's Dice if a
+    reader corrected exactly those voxels to the truth (the Dice error the budget would recover).
+    """
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from gliomasuite.labels import region_masks
+    from gliomasuite.metrics import dice
+
+    inside = brain | (truth > 0) | (labels > 0)
+    wrong = (labels != truth)[inside]
+    u = uncertainty[inside]
+    result = {"wrong_voxels": int(wrong.sum()),
+              "auc": float(roc_auc_score(wrong, u)) if 0 < wrong.sum() < wrong.size else None}
+    order = np.argsort(-u, kind="stable")
+    budgets = {"brain10": int(0.1 * inside.sum()), "wt_volume": int((labels > 0).sum())}
+    for key, budget in budgets.items():
+        chosen = order[:budget]
+        result[f"share_wrong_{key}"] = float(wrong[chosen].sum() / max(wrong.sum(), 1))
+        corrected = labels[inside].copy()
+        corrected[chosen] = truth[inside][chosen]
+        fixed = labels.copy()
+        fixed[inside] = corrected
+        truth_regions, fixed_regions = region_masks(truth), region_masks(fixed)
+        result[f"dice_{key}_corrected"] = {r: float(dice(fixed_regions[r], truth_regions[r])) for r in truth_regions}
+    return result
+
+
+def evaluate(out: Path, k: int, out_json, threads: int = 2) -> dict:
+    """Each validation case by its own fold model (plain, with flips, averaged with the current
+    default) and by the current default alone, end to end; uncertainty scores from the fold model's
+    flips."""
+    import numpy as np
+    import SimpleITK as sitk
+    import torch
+
+    from gliomasuite.labels import volumes_cm3
+    from gliomasuite.metrics import evaluate_labels
+    from gliomasuite.preprocess import label_to_prepared, prepare, restore_labels
+    from gliomasuite.segmentation.inference import load_model, network_for, postprocess, predict_probabilities
+    from gliomasuite.study import find_segmentation, load_study
+
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    default, _ = load_model(None)
+    default_net, _, _ = network_for(default, device)
+    cases = {}
+    for i, held in enumerate(folds(k)):
+        weights = out / f"fold{i}" / "vnet.npz"
+        if not weights.exists():
+            print(f"fold {i}: no {weights}; its cases are not scored")
+            continue
+        model, meta = load_model(str(weights))
+        net, _, _ = network_for(model, device)
+        for case in held:
+            start = time.perf_counter()
+            folder = case_folder(case)
+            study = load_study(folder)
+            truth_image = sitk.ReadImage(str(find_segmentation(folder)))
+            truth = sitk.GetArrayFromImage(truth_image)
+            spacing = truth_image.GetSpacing()[::-1]
+            prepared = prepare(study.images)
+
+            def score(probs):
+                labels = postprocess(probs, prepared.brain)
+                restored = sitk.GetArrayFromImage(restore_labels(labels, prepared))
+                return labels, evaluate_labels(restored, truth, spacing=spacing)
+
+            plain = predict_probabilities(net, prepared.array, device)
+            mean, std = predict_probabilities(net, prepared.array, device, tta=True, spread=True)
+            reference = predict_probabilities(default_net, prepared.array, device)
+            labels_tta, tta_scores = score(mean)
+            row = {"fold": i, "group": group(case), "truth_cm3": volumes_cm3(truth, truth_image.GetSpacing()),
+                   "fold_model": score(plain)[1], "fold_model_tta": tta_scores,
+                   "fold_model_plus_default": score((plain + reference) / 2)[1], "default": score(reference)[1]}
+            truth_crop = label_to_prepared(truth_image, prepared)
+            row["uncertainty"] = _uncertainty_scores(labels_tta, truth_crop, prepared.brain, std.max(axis=0))
+            row["seconds"] = round(time.perf_counter() - start, 1)
+            cases[case] = row
+            print(f"fold {i} {case:24s} " + "  ".join(
+                f"{r} {row['fold_model'][r]['dice']:.3f} (default {row['default'][r]['dice']:.3f})"
+                for r in ("WT", "TC", "ET")) + f"  AUC {row['uncertainty']['auc']}", flush=True)
+    result = {"folds": folds(k), "init": INIT, "recipe": RECIPE, "default": default.name, "cases": cases,
+              "summary": summarise(cases)}
+    if out_json:
+        Path(out_json).write_text(json.dumps(result, indent=1, default=float))
+    print(json.dumps(result["summary"], indent=1, default=float))
+    return result
+
+
+def summarise(cases: dict) -> dict:
+    """Mean and median Dice / HD95 per region with 95 % bootstrap intervals over cases (10,000
+    resamples, seed 0), per institution group, paired differences against the default, the worst
+    cases and the uncertainty scores."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from validation_intervals import bootstrap_mean
+
+    regions = ("WT", "TC", "ET")
+    variants = ("fold_model", "fold_model_tta", "fold_model_plus_default", "default")
+    names = sorted(cases)
+    summary = {"cases": len(names)}
+    for variant in variants:
+        entry = {}
+        for r in regions:
+            d = np.array([cases[c][variant][r]["dice"] for c in names])
+            h = np.array([cases[c][variant][r]["hd95"] for c in names])
+            mean, low, high = bootstrap_mean(d)
+            entry[r] = {"dice_mean": mean, "dice_ci95": [low, high], "dice_median": float(np.median(d)),
+                        "hd95_median": float(np.median(h)), "hd95_mean": float(h.mean())}
+            if variant != "default":
+                diff = d - np.array([cases[c]["default"][r]["dice"] for c in names])
+                m, lo, hi = bootstrap_mean(diff)
+                entry[r]["minus_default"] = {"mean": m, "ci95": [lo, hi]}
+        entry["by_group"] = {g: {r: float(np.mean([cases[c][variant][r]["dice"] for c in names
+                                                   if cases[c]["group"] == g])) for r in regions}
+                             for g in sorted({cases[c]["group"] for c in names})}
+        entry["big_core_below_0.3"] = sorted(c for c in names if cases[c]["truth_cm3"]["TC"] > 10
+                                             and cases[c][variant]["TC"]["dice"] < 0.3)
+        summary[variant] = entry
+    worst = sorted(names, key=lambda c: np.mean([cases[c]["fold_model"][r]["dice"] for r in regions]))[:6]
+    summary["worst_fold_model"] = [{"case": c, **{r: round(cases[c]["fold_model"][r]["dice"], 3) for r in regions},
+                                    "truth_cm3": cases[c]["truth_cm3"]} for c in worst]
+    aucs = [cases[c]["uncertainty"]["auc"] for c in names if cases[c]["uncertainty"]["auc"] is not None]
+    summary["uncertainty"] = {"auc_mean": float(np.mean(aucs)), "auc_ci95": list(bootstrap_mean(aucs)[1:]),
+                              "auc_min": float(np.min(aucs))}
+    for key in ("brain10", "wt_volume"):
+        summary["uncertainty"][f"share_wrong_{key}_mean"] = float(np.mean(
+            [cases[c]["uncertainty"][f"share_wrong_{key}"] for c in names]))
+        summary["uncertainty"][f"dice_{key}_corrected_mean"] = {r: float(np.mean(
+            [cases[c]["uncertainty"][f"dice_{key}_corrected"][r] for c in names])) for r in regions}
+    summary["uncertainty"]["dice_tta_mean"] = {r: summary["fold_model_tta"][r]["dice_mean"] for r in regions}
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate"])
+    parser.add_argument("--out", default=str(ROOT / ".trainpack" / "cv"))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--fold", type=int)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (train: per fold; evaluate: in all)")
+    parser.add_argument("--max-minutes", type=float)
+    parser.add_argument("--out-json")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.step == "prepare":
+        prepare(out)
+    elif args.step == "folds":
+        for i, f in enumerate(folds(args.folds)):
+            print(i, " ".join(f))
+    elif args.step == "train":
+        train(out, args.fold, args.folds, args.threads, args.max_minutes)
+    else:
+        evaluate(out, args.folds, args.out_json, args.threads)
+
+
+if __name__ == "__main__":
+    started = time.time()
+    main()
