@@ -14,12 +14,14 @@ Which cases, and why this design (issue 15):
   (``tools/build_training_cache.py``), and mirrored tumour-free hemispheres (``negatives.py``) of the
   base cases and of the fold's own training cases (never of its validation cases).
 
-Steps (each resumable; ``OUT`` defaults to ``.trainpack/cv``)::
+Steps (each resumable; ``OUT`` defaults to ``.trainpack/cv``; 4 folds unless ``--folds``)::
 
     GLIOMASUITE_DATA=../shared/data GLIOMASUITE_EXTRA=~/gliomasuite-extra \\
         .venv/bin/python tools/cross_validate_segmentation.py prepare
-    .venv/bin/python tools/cross_validate_segmentation.py train --fold 0   # ... --fold 4
-    .venv/bin/python tools/cross_validate_segmentation.py evaluate --out-json cv.json
+    .venv/bin/python tools/cross_validate_segmentation.py train --fold 0   # ... --fold 3 (two at once on 2 cores)
+    .venv/bin/python tools/cross_validate_segmentation.py evaluate --threads 2 \
+        --out-json GliomaSuite/gliomasuite/models/vnet-brats-cv4-v1-crossvalidation.json
+    .venv/bin/python tools/cross_validate_segmentation.py register      # ship the fold models and their ensemble
 
 ``evaluate`` segments each validation case end to end (``load_study`` -> ``segment_study``) with its
 fold's model, and with the current default on the same cases side by side, and writes per-case
@@ -53,7 +55,7 @@ EXTRA = ["Brats18_CBICA_AQO_1", "Brats18_CBICA_AQP_1", "Brats18_CBICA_AQQ_1", "B
 CV = HELD_OUT + EXTRA
 INIT = "vnet-brats-reduced-v2"
 #: The fine-tuning recipe run on every fold (the same for the shipped models).
-RECIPE = ["--iterations", "1000", "--lr", "5e-4", "--norm", "cohort", "--modality-dropout", "0.3",
+RECIPE = ["--iterations", "900", "--lr", "5e-4", "--norm", "cohort", "--modality-dropout", "0.3",
           "--checkpoint-every", "100", "--log-every", "25"]
 
 
@@ -300,11 +302,50 @@ def summarise(cases: dict) -> dict:
     return summary
 
 
+ENSEMBLE = "vnet-brats-cv4-v1"
+
+
+def register(out: Path, k: int) -> None:
+    """Ship the fold models: copy each fold's weights (and train log) into gliomasuite/models as
+    ``vnet-brats-cv4-f<i>`` and register them, and the ensemble of all of them as :data:`ENSEMBLE`,
+    in models.json. The card (``ENSEMBLE.md``) is written by hand from the evaluation."""
+    import shutil
+
+    from gliomasuite.registry import MODELS_DIR, REGISTRY
+    from gliomasuite.segmentation.weights import load_weights, sha256
+
+    registry = json.loads(REGISTRY.read_text())
+    members = []
+    for i, held in enumerate(folds(k)):
+        source = out / f"fold{i}" / "vnet.npz"
+        load_weights(source)  # refuses anything that is not our network file
+        name = f"vnet-brats-cv{k}-f{i}"
+        target = MODELS_DIR / f"{name}.npz"
+        shutil.copyfile(source, target)
+        shutil.copyfile(out / f"fold{i}" / "train_log.jsonl", MODELS_DIR / f"{name}-train-log.jsonl")
+        registry["models"][name] = {
+            "file": target.name, "sha256": sha256(target), "card": f"{ENSEMBLE}.md", "version": "1.0.0",
+            "architecture": "VNet", "inputs": ["t1", "t1ce", "t2", "flair"], "optional_inputs": [],
+            "network_resolution_mm": 2, "outputs": ["WT", "TC", "ET"],
+            "labels": {"1": "Necrotic core", "2": "Edema", "4": "Enhancing tumour"}, "normalisation": "cohort",
+            "use": f"fold {i} of {ENSEMBLE}; never trained on {', '.join(held)}"}
+        members.append(name)
+    registry["models"][ENSEMBLE] = {
+        "members": members,
+        "combine": "mean of the members' WT/TC/ET probabilities, equal weights, then the usual post-processing",
+        "card": f"{ENSEMBLE}.md", "version": "1.0.0", "architecture": "Ensemble of VNet",
+        "inputs": ["t1", "t1ce", "t2", "flair"], "optional_inputs": [], "network_resolution_mm": 2,
+        "outputs": ["WT", "TC", "ET"], "labels": {"1": "Necrotic core", "2": "Edema", "4": "Enhancing tumour"},
+        "normalisation": "cohort"}
+    REGISTRY.write_text(json.dumps(registry, indent=1) + "\n")
+    print(f"registered {ENSEMBLE} ({', '.join(members)})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate"])
+    parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate", "register"])
     parser.add_argument("--out", default=str(ROOT / ".trainpack" / "cv"))
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--fold", type=int)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (train: per fold; evaluate: in all)")
     parser.add_argument("--max-minutes", type=float)
@@ -318,6 +359,8 @@ def main(argv=None):
             print(i, " ".join(f))
     elif args.step == "train":
         train(out, args.fold, args.folds, args.threads, args.max_minutes)
+    elif args.step == "register":
+        register(out, args.folds)
     else:
         evaluate(out, args.folds, args.out_json, args.threads)
 
