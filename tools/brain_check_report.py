@@ -4,10 +4,13 @@ For every study folder given (or every sub-folder of ``--data``), prints the for
 fraction of its box it fills, the highest correlation between two of its sequences inside the
 brain, the largest offset and smallest overlap of a sequence's brain outline against the T1ce's
 (``gliomasuite/alignment.py``: misregistration), the fewest distinct values inside a sequence (a label
-map has a handful), and the checks' verdict, then the range of each number over the cohort: how far a
-site's data sit from the thresholds.
+map has a handful), the two sequence-order scores (swapped sequences; positive as they should be), and
+the checks' verdict, then the range of each number over the cohort: how far a site's data sit from the
+thresholds. ``--swaps`` also swaps every two of each study's four sequences in turn (six swaps) and
+counts how many of each kind the checks catch.
 
-    python tools/brain_check_report.py --data $GLIOMASUITE_DATA/brats $GLIOMASUITE_DATA/brats-unlabelled/*
+    python tools/brain_check_report.py --data $GLIOMASUITE_DATA/brats ~/gliomasuite-extra --swaps \
+        $GLIOMASUITE_DATA/brats-unlabelled/*
 """
 
 import argparse
@@ -19,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "GliomaSuite"))
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from gliomasuite.alignment import misregistration_warnings, not_mr_images, outline_offsets  # noqa: E402
+from gliomasuite.alignment import (misregistration_warnings, not_mr_images, outline_offsets,  # noqa: E402
+                                   sequence_order_scores, swapped_sequences)
 from gliomasuite.brain_check import box_fill, input_problems  # noqa: E402
 from gliomasuite.modalities import MODALITIES  # noqa: E402
 from gliomasuite.preprocess import prepare  # noqa: E402
@@ -30,7 +34,8 @@ from gliomasuite.study import load_study  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="*", help="study folders")
-    parser.add_argument("--data", help="a folder whose sub-folders are studies")
+    parser.add_argument("--data", nargs="+", default=[], help="folders whose sub-folders are studies")
+    parser.add_argument("--swaps", action="store_true", help="also try every swap of two sequences per study")
     parser.add_argument("--other-patient", nargs="+", metavar="CASE_FOLDER",
                         help="instead: pair every case's T1 and T1ce with every other case's T2 and FLAIR (BraTS "
                              "2021 names) and print how far their brain outlines sit from the T1ce's, and whether "
@@ -39,11 +44,12 @@ def main(argv=None) -> int:
     if args.other_patient:
         return other_patient_pairs([Path(p) for p in args.other_patient])
     folders = [Path(s) for s in args.studies]
-    if args.data:
-        folders += sorted(p for p in Path(args.data).iterdir() if p.is_dir())
+    for data in args.data:
+        folders += sorted(p for p in Path(data).iterdir() if p.is_dir())
     if not folders:
         parser.error("give study folders or --data")
     volumes, fills, correlations, alignment, refused, misaligned = [], [], [], [], 0, 0
+    orders, swaps = [], {}
     for folder in folders:
         study = load_study(folder, required=("t1ce", "flair"))
         present = [m for m in MODALITIES if m in study.images]
@@ -51,8 +57,23 @@ def main(argv=None) -> int:
         channels = [MODALITIES.index(m) for m in present]
         inside = prepared.array[channels][:, prepared.brain]
         correlation = np.corrcoef(inside)[np.triu_indices(len(channels), 1)].max()
-        problems = not_mr_images(study.images) + input_problems(prepared, present)
-        warned = misregistration_warnings(study.images)
+        swap_problems, swap_warnings = swapped_sequences(study.images)
+        problems = not_mr_images(study.images) + input_problems(prepared, present) + swap_problems
+        warned = misregistration_warnings(study.images) + swap_warnings
+        order = sequence_order_scores(study.images) if len(present) == 4 else None
+        if order:
+            orders.append(order)
+        if args.swaps and order:
+            import itertools
+
+            for a, b in itertools.combinations(MODALITIES, 2):
+                swapped = dict(study.images, **{a: study.images[b], b: study.images[a]})
+                caught = swapped_sequences(swapped)
+                kind = f"{a}<->{b}"
+                swaps.setdefault(kind, [0, 0, 0])
+                swaps[kind][0] += 1
+                swaps[kind][1] += bool(caught[0])
+                swaps[kind][2] += bool(caught[1])
         offsets = outline_offsets(study.images).values()
         offset, dice = max(o for o, _ in offsets), min(d for _, d in offsets)
         distinct = min(len(np.unique(sitk.GetArrayViewFromImage(im)[::4, ::4, ::4])) for im in study.images.values())
@@ -64,12 +85,16 @@ def main(argv=None) -> int:
         misaligned += bool(warned)
         print(f"{folder.name:26s} {volumes[-1]:6.0f} cm3  fill {fills[-1]:.2f}  max correlation {correlation:+.2f}  "
               f"outline offset {offset:.2f} mm, Dice {dice:.3f}  fewest values {distinct}  "
-              f"{'REFUSED: ' + '; '.join(problems) if problems else 'passes'}"
+              + (f"order pairing {order['pairing']:+.2f} flair-vs-t2 {order['flair_vs_t2']:+.2f}  " if order else "") + f"{'REFUSED: ' + '; '.join(problems) if problems else 'passes'}"
               f"{'; WARNED: ' + '; '.join(warned) if warned else ''}", flush=True)
     print(f"\n{len(folders)} studies, {refused} refused, {misaligned} warned misregistered; foreground "
           f"{min(volumes):.0f}-{max(volumes):.0f} cm3, fill {min(fills):.2f}-{max(fills):.2f}, highest correlation "
           f"between two sequences {max(correlations):.2f}; outline offset up to {max(a[0] for a in alignment):.2f} mm, "
-          f"Dice down to {min(a[1] for a in alignment):.3f}; fewest distinct values {min(a[2] for a in alignment)}")
+          f"Dice down to {min(a[1] for a in alignment):.3f}; fewest distinct values {min(a[2] for a in alignment)}"
+          + (f"; sequence order: pairing down to {min(o['pairing'] for o in orders):+.2f}, flair-vs-t2 down to "
+             f"{min(o['flair_vs_t2'] for o in orders):+.2f} (below 0: refused / warned)" if orders else ""))
+    for kind, (tried, refused_swaps, warned_swaps) in swaps.items():
+        print(f"swap {kind:12s}: {refused_swaps} of {tried} refused, {warned_swaps} warned")
     return 0
 
 

@@ -55,7 +55,7 @@ EXTRA = ["Brats18_CBICA_AQO_1", "Brats18_CBICA_AQP_1", "Brats18_CBICA_AQQ_1", "B
 CV = HELD_OUT + EXTRA
 INIT = "vnet-brats-reduced-v2"
 #: The fine-tuning recipe run on every fold (the same for the shipped models).
-RECIPE = ["--iterations", "900", "--lr", "5e-4", "--norm", "cohort", "--modality-dropout", "0.3",
+RECIPE = ["--iterations", "600", "--lr", "5e-4", "--norm", "cohort", "--modality-dropout", "0.3",
           "--checkpoint-every", "100", "--log-every", "25"]
 
 

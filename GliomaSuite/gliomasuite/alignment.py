@@ -13,6 +13,14 @@ grid):
   which aligns each sequence rigidly to the T1ce with the follow-up's registration (SimpleITK, Mattes
   mutual information inside the brain) before segmenting.
 
+* **Sequences in the wrong place** (all four given): over the brain, T1 and T1ce rise and fall together,
+  and so do T2 and FLAIR (rank correlations); a study whose files pair up better the other way (T1 with
+  T2 or FLAIR, T1ce with the other) has sequences swapped across those pairs (T1ce given as FLAIR, T1 as
+  T2, ...) and is refused like a failed brain check. T2 and FLAIR swapped keep the pairs: fluid then
+  follows T1 more closely in the image given as T2 than in the one given as FLAIR (in a real T2 fluid
+  is bright where T1 is dark; FLAIR suppresses it), and a warning says so. T1 and T1ce swapped are not
+  checked: a tumour without enhancement gives no way to tell them apart.
+
 Thresholds measured on the real cases (``tools/brain_check_report.py``, and
 ``Testing/core/test_alignment.py`` asserts every real study passes).
 """
@@ -30,6 +38,10 @@ MAX_LABEL_VALUES = 12
 MISREGISTERED_MM = 2.0
 #: ... or whose brain outline overlaps the T1ce's less than this (Dice).
 MIN_OUTLINE_DICE = 0.95
+#: Unless at least this share of its brain lies within the T1ce's: then it covers only part of the brain
+#: (Brats18_2013_20_1's FLAIR covers 66 % of it, 99.9 % inside; a FLAIR moved 10 mm, or another patient's, has
+#: more of its brain outside), which is said instead.
+PARTIAL_INSIDE = 0.98
 
 
 def not_mr_images(images: Dict[str, sitk.Image]) -> List[str]:
@@ -46,6 +58,60 @@ def not_mr_images(images: Dict[str, sitk.Image]) -> List[str]:
             problems.append(f"{display_name(modality)} holds only {len(distinct)} distinct values ({shown}) inside "
                             "its foreground: a label map or mask, not an MR image; choose the scan itself")
     return problems
+
+
+#: Voxels of the brain sampled for the sequence correlations (every n-th so that about this many are used).
+SEQUENCE_SAMPLE = 40000
+
+
+def _rank_correlations(images: Dict[str, sitk.Image]) -> Dict[Tuple[str, str], float]:
+    """Spearman correlation of every two of the four sequences over brain voxels (all four non-zero)."""
+    arrays = {m: sitk.GetArrayViewFromImage(images[m]) for m in MODALITIES}
+    brain = np.all([arrays[m] > 0 for m in MODALITIES], axis=0).ravel()
+    where = np.flatnonzero(brain)
+    where = where[:: max(1, where.size // SEQUENCE_SAMPLE)]
+    ranks = {}
+    for m in MODALITIES:
+        values = np.asarray(arrays[m]).ravel()[where]
+        ranks[m] = np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(np.float64)
+    matrix = np.corrcoef(np.array([ranks[m] for m in MODALITIES]))
+    return {(a, b): float(matrix[i, j]) for i, a in enumerate(MODALITIES) for j, b in enumerate(MODALITIES) if i < j}
+
+
+def sequence_order_scores(images: Dict[str, sitk.Image]) -> Dict[str, float]:
+    """The two numbers the swap check compares with 0 (positive as they should be; all four sequences
+    needed): ``pairing``, how much better T1-T1ce and T2-FLAIR go together than either other
+    pairing (sum of rank correlations), and ``flair_vs_t2``, how much closer FLAIR follows T1 and T1ce
+    than T2 does (``tools/brain_check_report.py`` prints both for a folder of studies)."""
+    return _order_scores(_rank_correlations(images))
+
+
+def _order_scores(c: Dict[Tuple[str, str], float]) -> Dict[str, float]:
+    pairing = c["t1", "t1ce"] + c["t2", "flair"] - max(c["t1", "t2"] + c["t1ce", "flair"], c["t1", "flair"] + c["t1ce", "t2"])
+    flair_vs_t2 = c["t1", "flair"] + c["t1ce", "flair"] - c["t1", "t2"] - c["t1ce", "t2"]
+    return {"pairing": pairing, "flair_vs_t2": flair_vs_t2}
+
+
+def swapped_sequences(images: Dict[str, sitk.Image]) -> Tuple[List[str], List[str]]:
+    """``(problems, warnings)`` in words: sequences swapped across the T1/T1ce and T2/FLAIR pairs (a problem:
+    not segmented unless the user insists), T2 and FLAIR swapped (a warning). Nothing unless all four are given."""
+    if not set(MODALITIES) <= set(images):
+        return [], []
+    c = _rank_correlations(images)
+    scores = _order_scores(c)
+    problems, warnings = [], []
+    if scores["pairing"] < 0:
+        other = (("t1", "t2", "t1ce", "flair") if c["t1", "t2"] + c["t1ce", "flair"] >= c["t1", "flair"] + c["t1ce", "t2"]
+                 else ("t1", "flair", "t1ce", "t2"))
+        names = [display_name(m) for m in other]
+        problems.append(f"the sequences look swapped: the images given as {names[0]} and {names[1]} go together, and "
+                        f"so do {names[2]} and {names[3]}, where T1 should go with T1ce and T2 with FLAIR; check which "
+                        "file is which sequence")
+    elif scores["flair_vs_t2"] < 0:
+        warnings.append("T2 and FLAIR look swapped: fluid in the image given as FLAIR is brighter relative to T1 than in "
+                        "the one given as T2 (FLAIR suppresses fluid); check which file is which, as edema is read "
+                        "mostly from FLAIR")
+    return problems, warnings
 
 
 def outline_offsets(images: Dict[str, sitk.Image], reference: str = "t1ce") -> Dict[str, Tuple[float, float]]:
@@ -71,11 +137,27 @@ def outline_offsets(images: Dict[str, sitk.Image], reference: str = "t1ce") -> D
     return out
 
 
+def _inside_reference(images: Dict[str, sitk.Image], modality: str, reference: str = "t1ce") -> Tuple[float, float]:
+    """(share of ``modality``'s brain outline inside the reference's, share of the reference's it covers)."""
+    mask = sitk.GetArrayViewFromImage(images[modality]) > 0
+    ref = sitk.GetArrayViewFromImage(images[reference]) > 0
+    both = np.count_nonzero(mask & ref)
+    return both / max(np.count_nonzero(mask), 1), both / max(np.count_nonzero(ref), 1)
+
+
 def misregistration_warnings(images: Dict[str, sitk.Image]) -> List[str]:
-    """A sentence per sequence that looks misregistered to the T1ce, with the fix."""
+    """A sentence per sequence that looks misregistered to the T1ce, with the fix; or, for a sequence
+    whose brain lies within the T1ce's but covers only part of it (a partial acquisition, such as a
+    FLAIR slab), a sentence saying how much it covers."""
     warnings = []
     for modality, (offset, dice) in outline_offsets(images).items():
         if offset > MISREGISTERED_MM or dice < MIN_OUTLINE_DICE:
+            inside, covered = _inside_reference(images, modality)
+            if inside >= PARTIAL_INSIDE:
+                warnings.append(f"{display_name(modality)} covers only {100 * covered:.0f}% of the brain the T1ce shows "
+                                f"(all of it within the T1ce's brain: a partial acquisition?); tumour outside it cannot be "
+                                f"seen on {display_name(modality)}, so check the segments there")
+                continue
             warnings.append(f"{display_name(modality)} looks misregistered to the T1ce, or is another patient's "
                             f"scan: its brain outline is {offset:.1f} mm from the T1ce's and overlaps it by {dice:.2f} "
                             f"(one patient's co-registered sequences: under {MISREGISTERED_MM:g} mm and over "

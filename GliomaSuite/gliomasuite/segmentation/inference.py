@@ -20,7 +20,7 @@ import torch
 
 from .. import labels as L
 from ..errors import GliomaSuiteError
-from ..alignment import misregistration_warnings, not_mr_images
+from ..alignment import misregistration_warnings, not_mr_images, swapped_sequences
 from ..brain_check import input_problems, what_to_do
 from ..modalities import MODALITIES
 from ..preprocess import PreparedStudy, prepare, restore_labels, restore_probabilities
@@ -378,8 +378,10 @@ def segment_study(study, model=None, device: str = "auto", tta: bool = False, pr
     prepared = prepare(images)
     if not prepared.brain.any():
         raise GliomaSuiteError("The images contain no brain signal (all zero after loading); check the study.")
-    problems = not_mr_images(study.images) + input_problems(prepared, [m for m in MODALITIES if m not in absent])
-    warnings.extend(misregistration_warnings(study.images))
+    swap_problems, swap_warnings = swapped_sequences(study.images)
+    problems = (not_mr_images(study.images) + input_problems(prepared, [m for m in MODALITIES if m not in absent])
+                + swap_problems)
+    warnings.extend(misregistration_warnings(study.images) + swap_warnings)
     if problems and check_brain:
         report(1.0, "Not segmented (see the warning)")
         return _not_segmented(prepared, problems, warnings, model, probabilities)
