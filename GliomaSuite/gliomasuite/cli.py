@@ -193,6 +193,11 @@ def cmd_train_segmentation(args, progress: Progress) -> dict:
     from .segmentation.cache import build_cache, cached_cases
     from .segmentation.training import config_from_arguments, export_checkpoint, train
 
+    from .segmentation.cache import find_cases
+
+    if not Path(args.data).is_dir() or not find_cases(Path(args.data)):
+        raise GliomaSuiteError(f"{args.data} is not a folder of labelled cases (one sub-folder per case, each with "
+                               "its images and a _seg label map); give such a folder.")
     cache = Path(args.cache or Path(args.out) / "cache")
     progress.update(0.0, f"Preparing the training cache in {cache}")
     build_cache(args.data, cache, log=progress.note)

@@ -63,6 +63,48 @@ def check_output_file(path, overwrite: bool = False, image: bool = False, inputs
     return path
 
 
+def check_output_folder(path) -> Path:
+    """Refuse, before any work, an output folder that could not be made or filled: a file in its place
+    or above it, or a place that cannot be written. Nothing is created. (Whether an existing folder may
+    be replaced is each command's rule.)"""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise GliomaSuiteError(f"{path} is a file; give the name of a folder for the results.")
+    ancestor = path.resolve()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise GliomaSuiteError(f"{path} cannot be made: {ancestor} is a file, not a folder; choose an output "
+                               "in a folder.")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise GliomaSuiteError(f"{path} cannot be written ({exc.strerror or exc} in {ancestor}); choose a folder you "
+                               "can write to.") from None
+    return path
+
+
+def make_parents(path: Path) -> list:
+    """Make ``path``'s missing parent folders; return those it made, deepest first, for
+    :func:`remove_made` to take away again when the command fails."""
+    made, parent = [], Path(path).parent
+    while not parent.exists():
+        made.append(parent)
+        parent = parent.parent
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def remove_made(folders) -> None:
+    """Remove the folders :func:`make_parents` made, if they are still empty (nothing left behind)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def stamp(model: Optional[str] = None) -> str:
     """The text written into image headers: ``gliomasuite 0.1.0 vnet-brats-ensemble-v1``."""
     return " ".join(filter(None, (f"gliomasuite {__version__}", model)))

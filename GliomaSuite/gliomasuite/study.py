@@ -313,6 +313,13 @@ def _read_raw(path: Path, series_files: Optional[Sequence[str]] = None, what: st
     return image
 
 
+#: A head MRI as stored spans at most this along any axis (a whole-spine or body scan is not one), and its
+#: voxels are at least this big: anything else is a wrong header, and resampling it to 1 mm voxels
+#: could take more memory than the machine has (a 40-voxel image with 1e5 mm spacing would be 4 km long).
+MAX_EXTENT_MM = 600.0
+MIN_SPACING_MM = 0.05
+
+
 def _as_volume(image: sitk.Image, where: str) -> Tuple[sitk.Image, Optional[str]]:
     """Check that an image is one 3D grey-level volume with finite, non-constant values.
 
@@ -353,6 +360,15 @@ def _as_volume(image: sitk.Image, where: str) -> Tuple[sitk.Image, Optional[str]
             f"{where} holds a single slice ({size[0]}x{size[1]}x{size[2]} voxels), but GliomaSuite "
             f"needs the whole 3D volume; export the full series and try again."
         )
+    spacing = np.array(image.GetSpacing(), dtype=float)
+    extent = spacing * np.array(size)
+    if not np.all(np.isfinite(spacing) & (spacing > 0)):
+        raise StudyError(f"{where} has an invalid voxel size in its header ({', '.join(f'{v:g}' for v in spacing)} mm); "
+                         "export the series again so the header holds its real spacing.")
+    if extent.max() > MAX_EXTENT_MM or spacing.min() < MIN_SPACING_MM:
+        raise StudyError(f"{where} has a voxel size of {' x '.join(f'{v:g}' for v in spacing)} mm, so it spans "
+                         f"{' x '.join(f'{v:.3g}' for v in extent)} mm: not a head MRI as stored (a brain scan spans "
+                         f"at most {MAX_EXTENT_MM:g} mm, in voxels of at least {MIN_SPACING_MM:g} mm); check its header.")
     if image.GetPixelID() != sitk.sitkFloat32:
         image = sitk.Cast(image, sitk.sitkFloat32)
     values = sitk.GetArrayViewFromImage(image)
@@ -764,6 +780,7 @@ def load_study(source, required: Sequence[str] = MODALITIES, log: Optional[Calla
 
     images: Dict[str, sitk.Image] = {}
     paths: Dict[str, Path] = {}
+    failures: List[StudyError] = []
     for modality, cand in assigned.items():
         what = f"the {display_name(modality)} image"
         try:
@@ -773,6 +790,7 @@ def load_study(source, required: Sequence[str] = MODALITIES, log: Optional[Calla
             if modality in required:
                 raise
             note(f"{display_name(modality)} was not loaded: {exc}")
+            failures.append(exc)
             continue
         if extra:
             note(extra)
@@ -783,6 +801,8 @@ def load_study(source, required: Sequence[str] = MODALITIES, log: Optional[Calla
         paths[modality] = cand.path
 
     if not images:
+        if len(failures) == 1:  # the one image there was: its own sentence names it
+            raise failures[0]
         raise StudyError(f"None of the images in {where} could be used; check the notes and files and try again.")
     ref_modality = "t1ce" if "t1ce" in images else next(m for m in MODALITIES if m in images)
     if ref_modality != "t1ce":

@@ -56,7 +56,9 @@ def run(args, progress: Progress) -> dict:
     if args.scheduler and args.workers is not None:
         raise GliomaSuiteError("--workers starts local workers; with --scheduler the cluster's own workers run the "
                                "studies: give one of the two.")
-    out = Path(args.output)
+    from ..outputs import check_output_folder
+
+    out = check_output_folder(Path(args.output))
     cohort = read_cohort(args.cohort, age_column=args.age_column, exclude=[out])
     settings = StudySettings(model=args.model, survival_model=args.survival_model, device=args.device,
                              engine=args.engine, check_brain=not args.skip_brain_check)

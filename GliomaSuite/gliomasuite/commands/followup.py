@@ -6,6 +6,7 @@ from typing import List
 
 from ..errors import GliomaSuiteError
 from ..modalities import MODALITIES, is_segmentation
+from ..outputs import check_output_folder
 from ..progress import Progress
 
 
@@ -96,8 +97,8 @@ def run(args, progress: Progress) -> dict:
     from ..followup.pipeline import compare_timepoints
     from ..followup.timepoints import parse_date
 
-    out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+    out = check_output_folder(Path(args.output))
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise GliomaSuiteError(f"{out} already exists and is not empty; choose a new folder or pass --overwrite "
                                "(a follow-up you edited is never replaced silently).")
     tps = timepoints_from_arguments(args)

@@ -442,11 +442,11 @@ def remeasure(result: dict, timepoint: str, track_id: int, long_mm: float, short
 
 
 def _write(out_dir: Path, result: dict, loaded, on_base, frames, b, recurrence_map=None, say=lambda m: None) -> None:
-    from ..outputs import write_image_atomically, write_json_atomically
+    from ..outputs import make_parents, remove_made, write_image_atomically, write_json_atomically
     from .figure import plot_followup
     from .tables import write_followup_csv
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    made = make_parents(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         for i, (item, placed) in enumerate(zip(loaded, on_base)):
@@ -478,6 +478,8 @@ def _write(out_dir: Path, result: dict, loaded, on_base, frames, b, recurrence_m
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not out_dir.exists():
+            remove_made(made)
 
 
 def _write_dicom(staging: Path, result: dict, loaded, b, say) -> None:

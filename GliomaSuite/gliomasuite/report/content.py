@@ -108,8 +108,8 @@ def load_inputs(study_source, seg=None, survival=None, followup=None, age=None,
         found = find_segmentation(folder) if folder.is_dir() else None
         if found is None:
             raise GliomaSuiteError(
-                f"The study {folder} has no segmentation to report on: run `gliomasuite segment {folder} -o "
-                "SEG.nii.gz` first and pass --seg SEG.nii.gz, or pass the label map you have with --seg.")
+                f"The study {folder} has no segmentation to report on: segment it first (gliomasuite segment STUDY "
+                "-o SEG.nii.gz) and pass --seg SEG.nii.gz, or pass your own label map with --seg.")
         note(f"Reporting on {found.name}, the study folder's own label map.")
         seg = found
     seg = Path(seg)

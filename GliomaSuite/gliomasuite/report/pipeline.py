@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import GliomaSuiteError
-from ..outputs import write_json_atomically
+from ..outputs import check_output_folder, make_parents, remove_made, write_json_atomically
 from .content import build_report, load_inputs, number_rows
 
 Progress = Callable[[float, str], None]
@@ -54,6 +54,7 @@ def write_report(study, out_dir, *, seg=None, survival=None, followup=None, age:
     step = progress or (lambda f, m: None)
     out = Path(out_dir)
     check_output(out, overwrite)
+    made = make_parents(_writable_parent(out))
     staging = _staging(out)
     try:
         step(0.0, "Reading the study, the label map and the results")
@@ -86,15 +87,24 @@ def write_report(study, out_dir, *, seg=None, survival=None, followup=None, age:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not out.exists():
+            remove_made(made)
     step(1.0, "Report written")
     return {"output": str(out), "pdf": str(out / "report.pdf"), "json": str(out / "report.json"),
             "csv": str(out / "report.csv"), "pages": pages, "deidentified": deidentify,
             **{f"dicom_{kind}": str(out / Path(path).name) for kind, path in dicom.items()}}
 
 
+def _writable_parent(out: Path) -> Path:
+    try:
+        check_output_folder(out)
+    except GliomaSuiteError as exc:
+        raise GliomaSuiteError(f"The report cannot be written: {exc}") from None
+    return out
+
+
 def _staging(out: Path) -> Path:
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     except OSError as exc:
         raise GliomaSuiteError(f"The report cannot be written to {out} ({exc.strerror or exc}); nothing was "

@@ -183,8 +183,8 @@ def read_label_map(path):
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise GliomaSuiteError(f"{path} could not be read as an image ({str(exc).strip().splitlines()[-1]}); "
-                               "give a label map in NIfTI, NRRD or MetaImage format.") from None
+        raise GliomaSuiteError(f"{path} could not be read as an image (damaged, or not NIfTI, NRRD or MetaImage); "
+                               "give a label map in one of those formats.") from None
 
 
 def label_map_features(path_or_image: Union[str, Path, object], brain_mask: Optional[np.ndarray] = None) -> dict:

@@ -55,18 +55,23 @@ def read_cohort(table_csv, features: Sequence[dict], note: Callable[[str], None]
     """Rows usable for ``features``: (x, durations, events, subject ids, raw column arrays)."""
     import pandas as pd
 
+    import io
+
+    from ..tables_in import read_table_text
+
     path = Path(table_csv)
-    if not path.exists():
-        raise GliomaSuiteError(f"The cohort table {path} does not exist; check the path.")
+    text, separator = read_table_text(path, "cohort table")
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(io.StringIO(text), sep=separator)
     except Exception as exc:  # pandas raises many types for a malformed file
-        raise GliomaSuiteError(f"{path} could not be read as a CSV table ({exc}); give a comma-separated table.") from None
+        raise GliomaSuiteError(f"{path} could not be read as a CSV table ({str(exc)[:80]}); give a comma-separated "
+                               "table.") from None
     needed = [DURATION, EVENT] + cox.required_columns(features)
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise GliomaSuiteError(f"{path} lacks the column(s) {', '.join(missing)} needed to fit the survival model; "
-                               "add them (time_days = overall survival in days, event = 1 death / 0 censored).")
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise GliomaSuiteError(f"{path} lacks the column(s) {shown}; add them (time_days = survival in days, "
+                               "event = 1 death / 0 censored).")
     keep = np.ones(len(frame), dtype=bool)
     for c in needed:
         values = pd.to_numeric(frame[c], errors="coerce")

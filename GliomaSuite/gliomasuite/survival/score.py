@@ -245,12 +245,14 @@ OUTPUT_COLUMNS = ("model", "risk_score", "hazard_ratio", "risk_group", "median_d
 
 
 def _read_table(path: Path):
-    if not path.exists():
-        raise GliomaSuiteError(f"The table {path} does not exist; check the path.")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        rows = list(reader)
+    import io
+
+    from ..tables_in import read_table_text
+
+    text, separator = read_table_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=separator)
+    header = reader.fieldnames or []
+    rows = list(reader)
     if not header:
         raise GliomaSuiteError(f"{path} is empty; give a CSV table with a header row.")
     if not rows:
@@ -278,12 +280,10 @@ def choose_table_model(header: Sequence[str], full: SurvivalModel, reduced: Opti
         needed = [c for c, h in full_map.items() if not h]
     known = {c.lower() for c in full.columns} | {c.lower() for c in ID_COLUMNS}
     unknown = [h for h in header if h.strip().lower() not in known]
-    extra = (f" Columns not recognised: {', '.join(unknown[:12])}{' ...' if len(unknown) > 12 else ''}."
+    extra = (f" Columns not recognised: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}."
              if unknown else "")
     raise GliomaSuiteError(
-        f"{source} lacks the column(s) {', '.join(needed)}: a table needs at least age and "
-        "WT_vol_mm3, TC_vol_mm3, ET_vol_mm3, NCR_vol_mm3, ED_vol_mm3 (mm3), plus WT_sphericity and TC_sphericity "
-        f"for the full model; rename or add them.{extra}")
+        f"{source} lacks the column(s) {', '.join(needed)} (volumes in mm3); rename or add them.{extra}")
 
 
 def score_table(table_csv, output_csv, model=None, note=lambda m: None) -> dict:
