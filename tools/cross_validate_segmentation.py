@@ -303,6 +303,53 @@ def summarise(cases: dict) -> dict:
 
 
 ENSEMBLE = "vnet-brats-cv4-v1"
+VARIANTS = {"fold_model": "fold model", "fold_model_tta": "fold model + flips", "default": "vnet-brats-ensemble-v1",
+            "fold_model_plus_default": "fold model and vnet-brats-ensemble-v1 averaged"}
+
+
+def tables(result_json) -> str:
+    """The model card's tables (markdown) from an ``evaluate`` result file: nothing is recomputed."""
+    result = json.loads(Path(result_json).read_text())
+    summary, cases = result["summary"], result["cases"]
+    regions = ("WT", "TC", "ET")
+    lines = [f"Cross-validated over {summary['cases']} cases ({len(result['folds'])} folds).", "",
+             "| model on each held-out fold | " + " | ".join(f"{r} mean Dice (95% CI)" for r in regions)
+             + " | median Dice WT/TC/ET | median HD95 mm WT/TC/ET |", "|---|---|---|---|---|---|"]
+    for key, name in VARIANTS.items():
+        entry = summary[key]
+        lines.append(f"| {name} | " + " | ".join(
+            f"{entry[r]['dice_mean']:.3f} ({entry[r]['dice_ci95'][0]:.3f}-{entry[r]['dice_ci95'][1]:.3f})" for r in regions)
+            + " | " + " / ".join(f"{entry[r]['dice_median']:.3f}" for r in regions)
+            + " | " + " / ".join(f"{entry[r]['hd95_median']:.1f}" for r in regions) + " |")
+    lines += ["", "Paired difference against vnet-brats-ensemble-v1 on the same cases (mean, 95% bootstrap CI):", ""]
+    for key, name in VARIANTS.items():
+        if key == "default":
+            continue
+        lines.append(f"- {name}: " + ", ".join(
+            f"{r} {summary[key][r]['minus_default']['mean']:+.3f} ({summary[key][r]['minus_default']['ci95'][0]:+.3f} to "
+            f"{summary[key][r]['minus_default']['ci95'][1]:+.3f})" for r in regions))
+    lines += ["", "| group | cases | fold model WT/TC/ET | vnet-brats-ensemble-v1 WT/TC/ET |", "|---|---|---|---|"]
+    for g, values in summary["fold_model"]["by_group"].items():
+        n = sum(1 for c in cases.values() if c["group"] == g)
+        lines.append(f"| {g} | {n} | " + " / ".join(f"{values[r]:.3f}" for r in regions) + " | "
+                     + " / ".join(f"{summary['default']['by_group'][g][r]:.3f}" for r in regions) + " |")
+    lines += ["", "| worst cases (fold model) | WT | TC | ET | truth WT / TC / ET cm3 |", "|---|---|---|---|---|"]
+    for w in summary["worst_fold_model"]:
+        v = w["truth_cm3"]
+        lines.append(f"| {w['case']} | {w['WT']:.3f} | {w['TC']:.3f} | {w['ET']:.3f} | "
+                     f"{v['WT']:.1f} / {v['TC']:.1f} / {v['ET']:.1f} |")
+    u = summary["uncertainty"]
+    lines += ["", f"Uncertainty (fold model, 8 flips): AUC for wrong voxels {u['auc_mean']:.3f} "
+              f"({u['auc_ci95'][0]:.3f}-{u['auc_ci95'][1]:.3f}; lowest case {u['auc_min']:.3f}); the most uncertain 10 % "
+              f"of the brain holds {100 * u['share_wrong_brain10_mean']:.0f} % of the wrong voxels; as many voxels as the "
+              f"predicted whole tumour hold {100 * u['share_wrong_wt_volume_mean']:.0f} %, and correcting them would "
+              "raise the mean Dice from " + "/".join(f"{u['dice_tta_mean'][r]:.3f}" for r in regions) + " to "
+              + "/".join(f"{u['dice_wt_volume_corrected_mean'][r]:.3f}" for r in regions) + " (WT/TC/ET).",
+              "", "Cases with over 10 cm3 of core and TC Dice under 0.3: " + ", ".join(
+                  f"{k}: {summary[k]['big_core_below_0.3'] or 'none'}" for k in VARIANTS)]
+    return "\n".join(lines)
+
+
 
 
 def register(out: Path, k: int) -> None:
@@ -343,7 +390,7 @@ def register(out: Path, k: int) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate", "register"])
+    parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate", "register", "tables"])
     parser.add_argument("--out", default=str(ROOT / ".trainpack" / "cv"))
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--fold", type=int)
@@ -359,6 +406,8 @@ def main(argv=None):
             print(i, " ".join(f))
     elif args.step == "train":
         train(out, args.fold, args.folds, args.threads, args.max_minutes)
+    elif args.step == "tables":
+        print(tables(args.out_json))
     elif args.step == "register":
         register(out, args.folds)
     else:

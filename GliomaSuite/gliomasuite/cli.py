@@ -18,7 +18,7 @@ from typing import Callable, List, Optional
 from . import __version__
 from .errors import CancelledError, GliomaSuiteError
 from .modalities import ALWAYS_NEEDED, MODALITIES
-from .outputs import check_output_file, write_image_atomically, write_json_atomically
+from .outputs import OutputSet, check_output_file, write_image_atomically, write_json_atomically
 from .progress import Progress
 
 EXIT_USER_ERROR = 2
@@ -100,13 +100,15 @@ def cmd_segment(args, progress: Progress) -> dict:
                                             probabilities=bool(args.probabilities), outputs=outputs,
                                             uncertainty=bool(args.uncertainty))
     dicom_seg = segment_dicom_seg(study, result.labels, result.model, progress.note) if args.dicom_seg else None
-    write_image_atomically(result.labels, output, model=result.model)
-    if dicom_seg is not None:
-        save_dicom(dicom_seg, Path(args.dicom_seg))
-    if result.probabilities is not None:
-        write_image_atomically(result.probabilities, Path(args.probabilities), model=result.model)
-    if result.uncertainty is not None:
-        write_image_atomically(result.uncertainty, Path(args.uncertainty), model=result.model)
+    with OutputSet(*outputs) as written:  # every output file appears at once, or none (an error, a cancel)
+        write_image_atomically(result.labels, output, model=result.model, stage=written)
+        if dicom_seg is not None:
+            save_dicom(dicom_seg, Path(args.dicom_seg), stage=written)
+        if result.probabilities is not None:
+            write_image_atomically(result.probabilities, Path(args.probabilities), model=result.model, stage=written)
+        if result.uncertainty is not None:
+            write_image_atomically(result.uncertainty, Path(args.uncertainty), model=result.model, stage=written)
+        written.commit()
     summary = {"gliomasuite_version": __version__, "output": str(output), "device": result.device, "engine": result.engine, "model": result.model,
                "volumes_cm3": {k: round(v, 3) for k, v in result.volumes_cm3.items()},
                "warnings": result.warnings, "brain_check": result.brain_check}
@@ -517,8 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _install_cancel_handler() -> None:
+    from .outputs import committed  # imported now: an import inside the handler fails during interpreter exit
+
     def on_term(signum, frame):
-        raise KeyboardInterrupt
+        if not committed():  # once the outputs are in place there is nothing left to cancel
+            raise KeyboardInterrupt
     try:
         signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not in the main thread (e.g. called from a test runner thread)

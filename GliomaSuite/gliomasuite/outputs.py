@@ -101,8 +101,8 @@ def remove_made(folders) -> None:
     for folder in folders:
         try:
             folder.rmdir()
-        except OSError:
-            break
+        except OSError:  # not empty (or gone): leave it
+            continue
 
 
 def stamp(model: Optional[str] = None) -> str:
@@ -125,8 +125,67 @@ def publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_image_atomically(image, path, model: Optional[str] = None) -> None:
-    """Write a SimpleITK image to ``path`` (format from its suffix), stamped with :func:`stamp`."""
+_COMMITTED = False
+
+
+def committed() -> bool:
+    """True once a command's :class:`OutputSet` is in place: a cancel after that has nothing to undo."""
+    return _COMMITTED
+
+
+class OutputSet:
+    """A command's output files, written under temporary names in their own folders and moved into place
+    together by :meth:`commit`, or all removed by :meth:`discard` (and on leaving a ``with`` block by an
+    exception, a cancel included): the results appear all at once or not at all. The moves run with
+    SIGTERM and SIGINT held back, so a cancel lands before them (nothing written) or after (all written)."""
+
+    def __init__(self, *paths):
+        """``paths``: the outputs to come; their missing folders are made now and removed by :meth:`discard`."""
+        self._staged = []
+        self._made = []
+        for path in paths:
+            self._made += make_parents(Path(path))
+
+    def add(self, tmp: str, path) -> None:
+        self._staged.append((tmp, Path(path)))
+
+    def commit(self) -> None:
+        global _COMMITTED
+        import signal
+
+        try:
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        except (AttributeError, ValueError, OSError):  # no POSIX signal masks here
+            previous = None
+        try:
+            for tmp, path in self._staged:
+                publish(tmp, path)
+            self._staged = []
+            _COMMITTED = True
+        finally:
+            if previous is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def discard(self) -> None:
+        for tmp, _ in self._staged:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        self._staged = []
+        remove_made(sorted(set(self._made), key=lambda p: -len(p.parts)))
+        self._made = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, trace):
+        if kind is not None:
+            self.discard()
+        return False
+
+
+def write_image_atomically(image, path, model: Optional[str] = None, stage: Optional[OutputSet] = None) -> None:
+    """Write a SimpleITK image to ``path`` (format from its suffix), stamped with :func:`stamp`; with
+    ``stage``, leave it under its temporary name for ``stage.commit()`` to move into place."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -134,6 +193,7 @@ def write_image_atomically(image, path, model: Optional[str] = None) -> None:
     text = stamp(model)
     nifti = suffix in (".nii", ".nii.gz")
     tmp = _temporary(path, ".nii" if nifti else suffix)
+    kept, packed = False, None
     try:
         if nifti:
             sitk.WriteImage(image, tmp, False)
@@ -149,10 +209,16 @@ def write_image_atomically(image, path, model: Optional[str] = None) -> None:
             image = sitk.Image(image)  # a shallow copy: the caller's metadata stays as it was
             image.SetMetaData("gliomasuite", text)
             sitk.WriteImage(image, tmp, True)
-        publish(tmp, path)
+        if stage is None:
+            publish(tmp, path)
+        else:
+            stage.add(tmp, path)
+            kept = True
     finally:
-        if os.path.exists(tmp):
+        if not kept and os.path.exists(tmp):
             os.remove(tmp)
+        if packed is not None and os.path.exists(packed):  # cancelled while compressing
+            os.remove(packed)
 
 
 def write_json_atomically(data: dict, path, indent: Optional[int] = 2) -> None:

@@ -369,20 +369,26 @@ def _series_number(source, offset: int) -> int:
     return number + offset if 0 <= number + offset < 2 ** 31 else offset
 
 
-def _save(dataset, path) -> Path:
-    """Save a dataset atomically (a temporary name beside ``path``, then a rename)."""
+def _save(dataset, path, stage=None) -> Path:
+    """Save a dataset atomically (a temporary name beside ``path``, then a rename; with ``stage``, an
+    :class:`gliomasuite.outputs.OutputSet`, the rename is left to its commit)."""
     from ..outputs import _temporary, publish
 
     path = Path(path)
     tmp = _temporary(path, ".dcm")
+    kept = False
     try:
         dataset.save_as(tmp)
-        publish(tmp, path)
+        if stage is None:
+            publish(tmp, path)
+        else:
+            stage.add(tmp, path)
+            kept = True
     except OSError as exc:
         raise GliomaSuiteError(f"{path} could not be written ({exc.strerror or exc}); choose a folder you can write "
                                "to.") from None
     finally:
-        if os.path.exists(tmp):
+        if not kept and os.path.exists(tmp):
             os.remove(tmp)
     return path
 
@@ -577,6 +583,6 @@ def segment_dicom_seg(study, labels_image: sitk.Image, model_name: str, note=lam
     return build_dicom_seg(labels_image, datasets, model_name)
 
 
-def save_dicom(dataset, path) -> Path:
-    """Save a SEG or SR dataset atomically to ``path``."""
-    return _save(dataset, path)
+def save_dicom(dataset, path, stage=None) -> Path:
+    """Save a SEG or SR dataset atomically to ``path`` (or into ``stage``, see :func:`_save`)."""
+    return _save(dataset, path, stage)
