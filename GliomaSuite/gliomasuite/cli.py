@@ -18,7 +18,7 @@ from typing import Callable, List, Optional
 from . import __version__
 from .errors import CancelledError, GliomaSuiteError
 from .modalities import ALWAYS_NEEDED, MODALITIES
-from .outputs import OutputSet, check_output_file, write_image_atomically, write_json_atomically
+from .outputs import OutputSet, begin_command, check_output_file, committed, write_image_atomically, write_json_atomically
 from .progress import Progress
 
 EXIT_USER_ERROR = 2
@@ -547,6 +547,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     progress = Progress(json_lines=args.json_progress)
+    if argv is None:
+        _sigterm_mask(signal.SIG_UNBLOCK)  # a cancel must reach us even if our parent held it back
+    begin_command()
     _install_cancel_handler()
     try:
         result = args.func(args, progress)
@@ -560,7 +563,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         progress.error(str(exc))
         return EXIT_USER_ERROR
     progress.done(result)
+    if committed() and argv is None:  # a command process, not a call from Python
+        # Everything is written and said: a SIGTERM from now on waits (held back) instead of killing the
+        # interpreter on its way out, whose exit status would then wrongly say the command failed.
+        _sigterm_mask(signal.SIG_BLOCK)
     return 0
+
+
+def _sigterm_mask(how) -> None:
+    try:
+        signal.pthread_sigmask(how, {signal.SIGTERM})
+    except (AttributeError, ValueError, OSError):  # no POSIX signal masks here
+        pass
 
 
 if __name__ == "__main__":

@@ -133,6 +133,12 @@ def committed() -> bool:
     return _COMMITTED
 
 
+def begin_command() -> None:
+    """A new command starts: nothing of it is in place yet."""
+    global _COMMITTED
+    _COMMITTED = False
+
+
 class OutputSet:
     """A command's output files, written under temporary names in their own folders and moved into place
     together by :meth:`commit`, or all removed by :meth:`discard` (and on leaving a ``with`` block by an

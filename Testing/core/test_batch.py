@@ -110,7 +110,7 @@ def test_a_cohort_gives_one_row_per_study_and_an_error_row_for_the_corrupt_one(f
         assert result["gliomasuite_version"] and len(result["key"]["sha256"]) == 64
         assert float(rows[case]["WT_cm3"]) == pytest.approx(result["segmentation"]["volumes_cm3"]["WT"])
         assert float(rows[case]["WT_cm3"]) > 0
-        assert rows[case]["segmentation_model"] == "vnet-brats-ensemble-v1" and rows[case]["worker"] == "0"
+        assert rows[case]["segmentation_model"] == "vnet-brats-cv4-v1" and rows[case]["worker"] == "0"
         assert rows[case]["output"] == f"studies/{case}" and float(rows[case]["elapsed_s"]) > 0
     assert not (out / "studies" / "corrupt").exists()
     assert [p.name for p in (out / "studies").iterdir() if p.name.startswith(".")] == []  # no staging left

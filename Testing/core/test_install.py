@@ -24,7 +24,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("gliomasuite/models/models.json", "gliomasuite/models/vnet-brats-v2.npz",
            "gliomasuite/models/vnet-brats-reduced-v2.npz", "gliomasuite/models/survival-brats2020-v1.json",
-           "gliomasuite/models/survival-brats2020-v1-reduced.json", "gliomasuite/models/vnet-brats-ensemble-v1.md",
+           "gliomasuite/models/survival-brats2020-v1-reduced.json", "gliomasuite/models/vnet-brats-cv4-v1.md",
+           "gliomasuite/models/vnet-brats-cv4-f0.npz", "gliomasuite/models/vnet-brats-cv4-f3.npz",
            "gliomasuite/models/recurrence-sim-v1.npz", "gliomasuite/models/recurrence-sim-v1.md")
 
 
@@ -86,7 +87,7 @@ def test_the_installed_package_segments_the_demo_study_and_scores_survival(insta
     python, gliomasuite, work, env = installed
     _run(gliomasuite, "demo", "-o", "demo", cwd=work, env=env)
     demo = json.loads((work / "demo" / "demo_result.json").read_text())
-    assert demo["dice"]["WT"] > 0.85 and demo["model"] == "vnet-brats-ensemble-v1"
+    assert demo["dice"]["WT"] > 0.85 and demo["model"] == "vnet-brats-cv4-v1"
     assert demo["gliomasuite_version"]
     # The demo's follow-up ran the recurrence model from the installed package's own files.
     recurrence = json.loads((work / "demo" / "followup" / "followup.json").read_text())["recurrence"]
@@ -98,7 +99,7 @@ def test_the_installed_package_segments_the_demo_study_and_scores_survival(insta
     assert summary["volumes_cm3"]["WT"] > 10 and summary["gliomasuite_version"]
     stamp = _run(python, "-c", "from gliomasuite.outputs import read_stamp; print(read_stamp('seg.nii.gz'))",
                  cwd=work, env=env).stdout.strip()
-    assert stamp.startswith("gliomasuite ") and "vnet-brats-ensemble-v1" in stamp
+    assert stamp.startswith("gliomasuite ") and "vnet-brats-cv4-v1" in stamp
 
     columns = ["subject_id", "age", "WT_vol_mm3", "TC_vol_mm3", "ET_vol_mm3", "NCR_vol_mm3", "ED_vol_mm3",
                "WT_sphericity", "TC_sphericity"]

@@ -28,7 +28,7 @@ from ..registry import MODELS_DIR, REGISTRY, load_registry
 from .onnx_runner import OnnxVNet, onnxruntime_available
 from .weights import load_weights
 
-DEFAULT_MODEL = "vnet-brats-ensemble-v1"
+DEFAULT_MODEL = "vnet-brats-cv4-v1"
 #: Chosen instead of the default for a study without T1 or T2 (trained with those modalities dropped).
 REDUCED_MODEL = "vnet-brats-reduced-v2"
 
