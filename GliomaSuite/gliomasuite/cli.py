@@ -547,8 +547,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     progress = Progress(json_lines=args.json_progress)
-    if argv is None:
-        _sigterm_mask(signal.SIG_UNBLOCK)  # a cancel must reach us even if our parent held it back
     begin_command()
     _install_cancel_handler()
     try:
@@ -564,17 +562,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USER_ERROR
     progress.done(result)
     if committed() and argv is None:  # a command process, not a call from Python
-        # Everything is written and said: a SIGTERM from now on waits (held back) instead of killing the
-        # interpreter on its way out, whose exit status would then wrongly say the command failed.
-        _sigterm_mask(signal.SIG_BLOCK)
+        # Everything is written and said: a SIGTERM from now on is ignored instead of killing the
+        # interpreter on its way out (which restores the default action for its own handlers, and may
+        # take the signal on any of its threads), whose exit status would then say the command failed.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return 0
-
-
-def _sigterm_mask(how) -> None:
-    try:
-        signal.pthread_sigmask(how, {signal.SIGTERM})
-    except (AttributeError, ValueError, OSError):  # no POSIX signal masks here
-        pass
 
 
 if __name__ == "__main__":

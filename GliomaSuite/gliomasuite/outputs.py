@@ -128,22 +128,27 @@ def publish(tmp: str, path: Path) -> None:
 _COMMITTED = False
 
 
+_COMMITTING = False
+
+
 def committed() -> bool:
-    """True once a command's :class:`OutputSet` is in place: a cancel after that has nothing to undo."""
-    return _COMMITTED
+    """True once a command's :class:`OutputSet` is being moved into place or is there: a cancel from then
+    on is not acted on (the moves are quick and finish; there is nothing left to undo)."""
+    return _COMMITTED or _COMMITTING
 
 
 def begin_command() -> None:
     """A new command starts: nothing of it is in place yet."""
-    global _COMMITTED
-    _COMMITTED = False
+    global _COMMITTED, _COMMITTING
+    _COMMITTED = _COMMITTING = False
 
 
 class OutputSet:
     """A command's output files, written under temporary names in their own folders and moved into place
     together by :meth:`commit`, or all removed by :meth:`discard` (and on leaving a ``with`` block by an
-    exception, a cancel included): the results appear all at once or not at all. The moves run with
-    SIGTERM and SIGINT held back, so a cancel lands before them (nothing written) or after (all written)."""
+    exception, a cancel included): the results appear all at once or not at all. A cancel that arrives
+    while they are moved is not acted on (:func:`committed`), so it lands before them (nothing written)
+    or after (all written)."""
 
     def __init__(self, *paths):
         """``paths``: the outputs to come; their missing folders are made now and removed by :meth:`discard`."""
@@ -156,21 +161,15 @@ class OutputSet:
         self._staged.append((tmp, Path(path)))
 
     def commit(self) -> None:
-        global _COMMITTED
-        import signal
-
-        try:
-            previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        except (AttributeError, ValueError, OSError):  # no POSIX signal masks here
-            previous = None
+        global _COMMITTED, _COMMITTING
+        _COMMITTING = True  # the command's cancel handler lets the moves finish (see committed())
         try:
             for tmp, path in self._staged:
                 publish(tmp, path)
             self._staged = []
             _COMMITTED = True
         finally:
-            if previous is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            _COMMITTING = False
 
     def discard(self) -> None:
         for tmp, _ in self._staged:
