@@ -106,10 +106,13 @@ def load_model(name_or_path: Optional[str] = None):
                                    f"registered single networks ({', '.join(map(repr, bad)) or 'none listed'} "
                                    "is not); reinstall GliomaSuite.")
         loaded = [load_model(member) for member in members]
-        return Ensemble([m for m, _ in loaded], str(name_or_path)), {"members": [meta for _, meta in loaded]}
+        ensemble = Ensemble([m for m, _ in loaded], str(name_or_path))
+        _validated_inputs_only(ensemble, models[name_or_path])
+        return ensemble, {"members": [meta for _, meta in loaded]}
     if name_or_path in models:
         entry = models[name_or_path]
         model, metadata = load_weights(MODELS_DIR / entry["file"], expected_sha256=entry["sha256"])
+        _validated_inputs_only(model, entry)
     elif Path(name_or_path).exists():
         model, metadata = load_weights(name_or_path)
     else:
@@ -117,6 +120,16 @@ def load_model(name_or_path: Optional[str] = None):
         raise GliomaSuiteError(f"No model named {name_or_path!r} (known models: {known}) and no such weights file.")
     model.name = str(name_or_path)  # what results report as the model used
     return model, metadata
+
+
+def _validated_inputs_only(model, entry: dict) -> None:
+    """A registered model does without a modality only if its registry entry says so too
+    (``optional_inputs``): a network trained with modality dropout may cope without T1 or T2, but what
+    its card reports was measured with all four (vnet-brats-cv4-v1's members, for example), so such
+    studies go to the model validated without them."""
+    if "optional_inputs" in entry:
+        model.optional_modalities = tuple(m for m in getattr(model, "optional_modalities", ())
+                                          if m in entry["optional_inputs"])
 
 
 def load_network(name_or_path: str):
