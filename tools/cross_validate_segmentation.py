@@ -415,5 +415,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    started = time.time()
     main()

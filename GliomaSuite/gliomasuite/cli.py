@@ -18,6 +18,7 @@ from typing import Callable, List, Optional
 from . import __version__
 from .errors import CancelledError, GliomaSuiteError
 from .modalities import ALWAYS_NEEDED, MODALITIES
+# committed is imported here, not in the SIGTERM handler: an import there fails during interpreter exit.
 from .outputs import OutputSet, begin_command, check_output_file, committed, write_image_atomically, write_json_atomically
 from .progress import Progress
 
@@ -519,8 +520,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _install_cancel_handler() -> None:
-    from .outputs import committed  # imported now: an import inside the handler fails during interpreter exit
-
     def on_term(signum, frame):
         if not committed():  # once the outputs are in place there is nothing left to cancel
             raise KeyboardInterrupt

@@ -48,18 +48,7 @@ def check_output_file(path, overwrite: bool = False, image: bool = False, inputs
     if path.exists() and not overwrite:
         raise GliomaSuiteError(f"{path} already exists; choose another output name or pass --overwrite "
                                "(an edited segmentation is never replaced silently).")
-    ancestor = resolved.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise GliomaSuiteError(f"{path} cannot be written: {ancestor} is a file, not a folder; choose an output "
-                               "in a folder.")
-    try:
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as exc:
-        raise GliomaSuiteError(f"{path} cannot be written ({exc.strerror or exc} in {ancestor}); choose a folder you "
-                               "can write to.") from None
+    _check_writable_place(path, resolved.parent, "written")
     return path
 
 
@@ -70,11 +59,18 @@ def check_output_folder(path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise GliomaSuiteError(f"{path} is a file; give the name of a folder for the results.")
-    ancestor = path.resolve()
+    _check_writable_place(path, path.resolve(), "made")
+    return path
+
+
+def _check_writable_place(path: Path, start: Path, verb: str) -> None:
+    """The nearest existing folder at or above ``start`` must be a folder we can write in (``path`` is
+    what the messages name; ``verb`` says what could not be done to it when a file is in the way)."""
+    ancestor = start
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise GliomaSuiteError(f"{path} cannot be made: {ancestor} is a file, not a folder; choose an output "
+        raise GliomaSuiteError(f"{path} cannot be {verb}: {ancestor} is a file, not a folder; choose an output "
                                "in a folder.")
     try:
         with tempfile.TemporaryFile(dir=ancestor):
@@ -82,7 +78,6 @@ def check_output_folder(path) -> Path:
     except OSError as exc:
         raise GliomaSuiteError(f"{path} cannot be written ({exc.strerror or exc} in {ancestor}); choose a folder you "
                                "can write to.") from None
-    return path
 
 
 def make_parents(path: Path) -> list:
