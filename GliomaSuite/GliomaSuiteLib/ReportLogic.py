@@ -5,6 +5,9 @@ Nothing here decides what the report says: the volumes are exported as they are 
 reader's corrections are what the report measures), the survival result is the one
 :class:`SurvivalLogic` computes for that segmentation, and the follow-up is the Follow-up tab's result
 as the reader left it (dragged RANO lines included); the core renders them (``gliomasuite/report``).
+
+Volumes that came from Slicer's DICOM database are given to the core as their DICOM series (see
+:mod:`.DicomSource`), so the report then also holds a DICOM SEG and SR that reference them, for the PACS.
 """
 
 import json
@@ -19,6 +22,7 @@ import SimpleITK as sitk
 from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.modalities import MODALITIES, display_name
 
+from .DicomSource import dicomSeriesFolders, slicerDicomDatabase
 from .Process import CANCELLED, DONE, FAILED, BackgroundProcess, OneJobAtATime
 from .SegmentationNodes import image_from_volume_node, image_on_volume_grid, labels_from_segmentation_node
 
@@ -36,6 +40,7 @@ class _Job:
     workFolder: Path
     outputFolder: Path
     onFinished: Optional[Callable[[ReportOutcome], None]]
+    notes: List[str] = field(default_factory=list)   # the logic's own, before the core's
     process: BackgroundProcess = None
     outcome: ReportOutcome = None
 
@@ -51,7 +56,7 @@ class ReportLogic(OneJobAtATime):
 
     def startReport(self, inputs: Dict[str, object], segmentationNode, outputFolder, survivalResult: Optional[dict] = None,
                     followupResult: Optional[dict] = None, followupFolder=None, age: Optional[float] = None,
-                    deidentify: bool = False, overwrite: bool = False,
+                    deidentify: bool = False, overwrite: bool = False, dicomDatabase=None,
                     onProgress: Optional[Callable[[float, str], None]] = None,
                     onFinished: Optional[Callable[[ReportOutcome], None]] = None) -> BackgroundProcess:
         """Start writing the report into ``outputFolder`` and return at once.
@@ -59,6 +64,7 @@ class ReportLogic(OneJobAtATime):
         ``inputs`` {"t1ce": volume node, ...} (T1ce needed, its grid is the segmentation's); ``survivalResult``
         what :meth:`SurvivalLogic.score` returned for this segmentation; ``followupResult`` and
         ``followupFolder`` what :meth:`FollowupLogic.result` holds and the folder the follow-up was loaded from.
+        ``dicomDatabase``: where volumes loaded from DICOM find their files (default: Slicer's DICOM database).
         """
         if self.isRunning:
             raise GliomaSuiteError("A report is already being written; wait for it to finish or cancel it first.")
@@ -79,9 +85,13 @@ class ReportLogic(OneJobAtATime):
         work = Path(tempfile.mkdtemp(prefix="GliomaSuite-report-"))
         try:
             arguments = ["report"]
+            database = dicomDatabase if dicomDatabase is not None else slicerDicomDatabase()
+            series, dicomNotes = dicomSeriesFolders({m: inputs.get(m) for m in MODALITIES}, database, work / "dicom")
             for modality in MODALITIES:
                 node = inputs.get(modality)
-                if node is not None:
+                if modality in series:
+                    arguments.append(str(series[modality]))
+                elif node is not None:
                     path = work / f"study_{modality}.nrrd"
                     sitk.WriteImage(image_from_volume_node(node), str(path), False)
                     arguments.append(str(path))
@@ -102,7 +112,9 @@ class ReportLogic(OneJobAtATime):
                 arguments.append("--deidentify")
             if overwrite:
                 arguments.append("--overwrite")
-            job = _Job(work, output, onFinished)
+            job = _Job(work, output, onFinished, notes=[
+                f"{why} The report used the scene's copy" + (", so it has no DICOM SEG or SR." if modality == "t1ce"
+                                                             else ".") for modality, why in dicomNotes.items()])
             job.process = BackgroundProcess(arguments, onProgress=onProgress, onDone=self._onDone, onError=self._onError,
                                             onFinished=self._onFinished, python=self.python)
             self._job = job
@@ -124,17 +136,21 @@ class ReportLogic(OneJobAtATime):
             shutil.copyfile(figure, target / "followup.png")
         return target
 
+    @staticmethod
+    def _notes(job: _Job) -> List[str]:
+        return job.notes + list(job.process.notes)
+
     def _onDone(self, result: dict) -> None:
         self._job.outcome = ReportOutcome(DONE, self._job.outputFolder,
                                           {k: v for k, v in result.items() if isinstance(v, str)},
-                                          notes=list(self._job.process.notes))
+                                          notes=self._notes(self._job))
 
     def _onError(self, message: str) -> None:
-        self._job.outcome = ReportOutcome(FAILED, errorMessage=message, notes=list(self._job.process.notes))
+        self._job.outcome = ReportOutcome(FAILED, errorMessage=message, notes=self._notes(self._job))
 
     def _onFinished(self, state: str) -> None:
         job, self._job = self._job, None
-        outcome = job.outcome or ReportOutcome(state, notes=list(job.process.notes))
+        outcome = job.outcome or ReportOutcome(state, notes=self._notes(job))
         if state == CANCELLED:
             outcome.state = CANCELLED
         shutil.rmtree(job.workFolder, ignore_errors=True)

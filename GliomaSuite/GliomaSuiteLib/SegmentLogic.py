@@ -41,6 +41,7 @@ from gliomasuite.errors import GliomaSuiteError
 from gliomasuite.labels import SUBREGIONS, volumes_cm3
 from gliomasuite.modalities import ALWAYS_NEEDED, MODALITIES, display_name, identify_text
 
+from .DicomSource import linkToDicomSource
 from .Process import CANCELLED, DONE, FAILED, MODULE_DIR, BackgroundProcess, OneJobAtATime
 from .SegmentationNodes import (
     colour_table,
@@ -372,7 +373,8 @@ class SegmentLogic(OneJobAtATime):
         ``labels`` is a label map file or SimpleITK image on the grid of ``referenceNode`` (the
         T1ce). It goes into ``outputNode`` when that is given and unedited (or ``overwrite``), else into
         a new node named ``name`` (default "<reference name> tumour", made unique). The node is shown
-        in 3D as surfaces and gets a volume table that follows later edits.
+        in 3D as surfaces and gets a volume table that follows later edits; on a T1ce loaded from
+        Slicer's DICOM database it is filed for Slicer's DICOM export (:func:`.DicomSource.linkToDicomSource`).
         """
         if not isinstance(labels, sitk.Image):
             try:
@@ -395,6 +397,7 @@ class SegmentLogic(OneJobAtATime):
             uniqueName = self.scene.GenerateUniqueName(name or f"{referenceNode.GetName()} tumour")
             node = segmentation_node_from_labels(self.scene, labels, referenceNode, uniqueName)
         node.SetAttribute(CHECKSUM_ATTRIBUTE, self._labelChecksum(node))
+        linkToDicomSource(node, referenceNode)  # so Slicer's DICOM export offers it as a SEG of that series
         self.showSegmentsInThreeD(node)
         self.volumeTable(node)
         return node

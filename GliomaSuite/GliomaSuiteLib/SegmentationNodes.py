@@ -24,7 +24,7 @@ from vtkmodules.util import numpy_support
 
 import slicer
 from gliomasuite.errors import GliomaSuiteError
-from gliomasuite.labels import BACKGROUND, SUBREGIONS
+from gliomasuite.labels import ANATOMIC_REGION_CODE, BACKGROUND, CATEGORY_CODE, SEGMENT_CODES, SUBREGIONS
 
 # ITK physical space is LPS, Slicer's world is RAS: the two differ by flipping the first two axes.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -33,18 +33,12 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 # NIfTI and NRRD headers round-trip through float32, so exact equality is too strict.
 GEOMETRY_TOLERANCE = 1e-4
 
-#: Standard codes for each BraTS sub-region (SNOMED CT, as SlicerMONAIAuto3DSeg's brain-tumour models
-#: use): category "Morphologically Altered Structure", anatomic region "Brain". Slicer shows them in
-#: the segment's terminology and writes them into DICOM SEG.
+#: The segments' terminology: the codes every GliomaSuite output uses (:data:`gliomasuite.labels.SEGMENT_CODES`:
+#: Necrosis, Edema, Enhancing Lesion; category Morphologically Abnormal Structure; region Brain). Slicer
+#: shows them in the segment's terminology, and its DICOM SEG export writes them, so a SEG exported from
+#: Slicer carries the same codes as the one ``gliomasuite report`` writes.
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
-CATEGORY_CODE = ("SCT", "49755003", "Morphologically Altered Structure")
-REGION_CODE = ("SCT", "12738006", "Brain")
-TYPE_CODES = {
-    "NCR": ("SCT", "6574001", "Necrosis"),
-    "ED": ("SCT", "79654002", "Edema"),
-    "ET": ("SCT", "86049000", "Neoplasm, Primary"),
-}
 
 
 def ijk_to_ras_from_image(image: sitk.Image) -> np.ndarray:
@@ -215,15 +209,9 @@ def save_segmentation(segmentation_node, path) -> Path:
 
 def terminology_entry(short_name: str) -> str:
     """Slicer's serialized terminology entry (standard codes) for the sub-region NCR, ED or ET."""
-    category, type_code, region = CATEGORY_CODE, TYPE_CODES[short_name], REGION_CODE
-    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
-        TERMINOLOGY_CONTEXT,
-        category[1], category[0], category[2],
-        type_code[1], type_code[0], type_code[2],
-        "", "", "",
-        ANATOMIC_CONTEXT,
-        region[1], region[0], region[2],
-        "", "", "")
+    category, type_code, region = CATEGORY_CODE, SEGMENT_CODES[short_name], ANATOMIC_REGION_CODE
+    return slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(  # (value, scheme, meaning) each
+        TERMINOLOGY_CONTEXT, *category, *type_code, "", "", "", ANATOMIC_CONTEXT, *region, "", "", "")
 
 
 def _labels_on_reference_grid(labels, reference_volume_node) -> np.ndarray:

@@ -104,7 +104,13 @@ class ReportPanel:
         self.exportButton.text = _("Export report")
         self.progressBar.value = 100 if outcome.state == DONE else 0
         if outcome.state == DONE:
-            self.statusLabel.text = _("Report written: {pdf}").format(pdf=outcome.files.get("pdf", outcome.outputFolder))
+            text = _("Report written: {pdf}").format(pdf=outcome.files.get("pdf", outcome.outputFolder))
+            if "dicom_seg" in outcome.files:  # the T1ce came from Slicer's DICOM database
+                text += "\n" + _("DICOM SEG and SR for the PACS: {seg}, {sr}").format(
+                    seg=outcome.files["dicom_seg"], sr=outcome.files.get("dicom_sr", ""))
+            if outcome.notes:
+                text += "\n" + "\n".join(outcome.notes)
+            self.statusLabel.text = text
         elif outcome.state == CANCELLED:
             self.statusLabel.text = _("Cancelled; nothing was written.")
         else:

@@ -16,6 +16,18 @@ SUBREGIONS = (
     (ET, "ET", "Enhancing tumour", (1.0, 1.0, 0.0)),
 )
 
+#: Standard codes (value, coding scheme, meaning) of each sub-region, as every output names them: the
+#: segments of Slicer's segmentation node (their terminology) and of the DICOM SEG, and the SR's groups.
+#: Necrosis and Edema from SNOMED CT, Enhancing Lesion from NCI Thesaurus; all in the category
+#: Morphologically Abnormal Structure, anatomic region Brain.
+SEGMENT_CODES = {
+    "NCR": ("6574001", "SCT", "Necrosis"),
+    "ED": ("79654002", "SCT", "Edema"),
+    "ET": ("C113842", "NCIt", "Enhancing Lesion"),
+}
+CATEGORY_CODE = ("49755003", "SCT", "Morphologically Abnormal Structure")
+ANATOMIC_REGION_CODE = ("12738006", "SCT", "Brain")
+
 #: Evaluation regions as nested label sets, in the order the networks output them.
 REGIONS = {"WT": (NCR, ED, ET), "TC": (NCR, ET), "ET": (ET,)}
 

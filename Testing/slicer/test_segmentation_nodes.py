@@ -23,7 +23,7 @@ from GliomaSuiteLib import (
     volume_node_from_image,
 )
 
-EXPECTED_TYPE_CODES = {"NCR": "6574001", "ED": "79654002", "ET": "86049000"}  # SNOMED CT
+EXPECTED_TYPE_CODES = {"NCR": ["SCT", "6574001"], "ED": ["SCT", "79654002"], "ET": ["NCIt", "C113842"]}  # issue 13
 
 # An oblique, anisotropic grid away from the origin, so that any mix-up of axes, LPS/RAS signs,
 # spacing or origin shows up in the voxels or the matrices.
@@ -91,8 +91,9 @@ def check_saved_file(path, label_array, t1ce):
         segment = slicerio.segment_from_id(saved, short_name)
         assert segment["name"] == display_name
         np.testing.assert_allclose(segment["color"], colour, atol=1e-6)
-        assert segment["terminology"]["type"][:2] == ["SCT", EXPECTED_TYPE_CODES[short_name]]
-        assert segment["terminology"]["category"][1] == "49755003"  # Morphologically altered structure
+        assert segment["terminology"]["type"][:2] == EXPECTED_TYPE_CODES[short_name]
+        assert segment["terminology"]["category"][:2] == ["SCT", "49755003"]  # Morphologically abnormal structure
+        assert segment["terminology"]["anatomicRegion"][:2] == ["SCT", "12738006"]  # Brain
         mask_kji = slicerio.segment_mask(saved, short_name).transpose(2, 1, 0)
         np.testing.assert_array_equal(mask_kji, label_array == value, err_msg=f"{display_name} voxels differ")
 

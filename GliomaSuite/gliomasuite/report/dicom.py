@@ -32,7 +32,7 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..errors import GliomaSuiteError
-from ..labels import ED, ET, NCR, SUBREGIONS
+from ..labels import ANATOMIC_REGION_CODE, CATEGORY_CODE, ED, ET, NCR, SEGMENT_CODES, SUBREGIONS
 from ..modalities import display_name
 
 __all__ = [
@@ -62,13 +62,8 @@ SEG_SERIES_OFFSET, SR_SERIES_OFFSET = 1000, 1001
 INSTALL_HINT = 'pip install "highdicom>=0.23" "pydicom>=2.4" (or the gliomasuite[dicom] extra)'
 
 #: (label value, short name, segment label, segmented property type (value, scheme, meaning)).
-SEGMENTS = (
-    (NCR, "NCR", ("6574001", "SCT", "Necrosis")),
-    (ED, "ED", ("79654002", "SCT", "Edema")),
-    (ET, "ET", ("C113842", "NCIt", "Enhancing Lesion")),
-)
-CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
-ANATOMIC_REGION = ("12738006", "SCT", "Brain")
+SEGMENTS = tuple((value, short, SEGMENT_CODES[short]) for value, short in ((NCR, "NCR"), (ED, "ED"), (ET, "ET")))
+CATEGORY, ANATOMIC_REGION = CATEGORY_CODE, ANATOMIC_REGION_CODE
 VOLUME = ("118565006", "SCT", "Volume")
 CUBIC_CENTIMETRE = ("cm3", "UCUM", "cubic centimeter")
 IMAGING_PROCEDURE = ("363679005", "SCT", "Imaging procedure")
