@@ -54,13 +54,15 @@ def segment_arguments_study(args, progress_update: Callable[[float, str], None],
     from .study import load_study
 
     progress_update(0.0, "Loading the study")
+    registered = bool(getattr(args, "coregister", False))  # then DICOM series of other frames of reference may come
     if model_name:
         model, _ = load_model(model_name)
-        study = load_study(_study_source(args), required=required_modalities(model), log=note)
+        study = load_study(_study_source(args), required=required_modalities(model), log=note,
+                           other_frames_ok=registered)
     else:
         # The shipped default needs all four; a study without T1 or T2 gets the model trained without them
         # (segment_study says which model ran, and refuses a study the chosen model cannot do without).
-        study = load_study(_study_source(args), required=ALWAYS_NEEDED, log=note)
+        study = load_study(_study_source(args), required=ALWAYS_NEEDED, log=note, other_frames_ok=registered)
         model, _ = load_model(default_model_for(study.images))
     for output in outputs:  # checked again now that the input files are known: an input is never replaced
         check_output_file(output, overwrite=True, inputs=study.paths.values())
@@ -384,7 +386,7 @@ def _label_map_on_study_grid(args, progress: Progress):
     from .survival.features import read_label_map
 
     progress.update(0.0, "Loading the study to check the label map's grid")
-    study = load_study(_study_source(args), required=(), log=progress.note)
+    study = load_study(_study_source(args), required=(), log=progress.note, other_frames_ok=True)  # only its grid
     seg = read_label_map(args.seg)
     diffs = grid_differences(seg, study.reference)
     if diffs:
@@ -412,7 +414,8 @@ def _add_brain_check_argument(p: argparse.ArgumentParser) -> None:
                         "says why)")
     p.add_argument("--coregister", action="store_true",
                    help="register each sequence rigidly to the T1ce before segmenting (for sequences that were not "
-                        "co-registered; a warning says when they look misregistered)")
+                        "co-registered; a warning says when they look misregistered); needed for DICOM series "
+                        "whose frames of reference differ, which are otherwise refused")
 
 
 def build_parser() -> argparse.ArgumentParser:

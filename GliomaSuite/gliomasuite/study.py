@@ -61,6 +61,7 @@ _PROTOCOL_NAME = "0018|1030"
 _CONTRAST_AGENT = "0018|0010"
 _PATIENT_ID = "0010|0020"
 _STUDY_UID = "0020|000d"
+_FRAME_OF_REFERENCE = "0020|0052"
 _STUDY_DATE = "0008|0020"
 #: ContrastBolusAgent values that say no contrast was given (scanners write these instead of leaving it empty).
 _NO_CONTRAST = {"none", "no", "nil", "n/a", "na", "-", "0"}
@@ -645,6 +646,28 @@ def _check_one_study(candidates: List[_Candidate], where: str) -> None:
                      "study: give the folder, or the series folders, of that study alone.")
 
 
+def _check_one_frame(assigned: Dict[str, _Candidate], allow: bool, note: Callable[[str], None]) -> None:
+    """DICOM series of one study whose FrameOfReferenceUIDs differ do not share scanner coordinates (the
+    patient left the scanner between them, or one was made elsewhere), so overlaying them voxel for voxel is
+    wrong: refused, unless the caller registers the sequences to each other (``allow``), which is noted."""
+    frames = {m: _dicom_tag(c.series_files[0], _FRAME_OF_REFERENCE) for m, c in assigned.items()
+              if c.series_files is not None}
+    frames = {m: uid for m, uid in frames.items() if uid}
+    if len(set(frames.values())) < 2:
+        return
+    reference = "t1ce" if "t1ce" in frames else next(iter(frames))
+    others = [m for m, uid in frames.items() if uid != frames[reference]]
+    names = " and ".join(f"{display_name(m)} ({assigned[m].label})" for m in others)
+    what = (f"The DICOM series {names} {'has' if len(others) == 1 else 'have'} another frame of reference than the "
+            f"{display_name(reference)} ({assigned[reference].label}): they were not acquired in one set of scanner "
+            "coordinates")
+    if allow:
+        note(f"{what}; they are registered to the {display_name(reference)}.")
+        return
+    raise StudyError(f"{what}, so their voxels cannot be laid over each other; run with --coregister to register "
+                     "them to the T1ce, or give series of one scanner session.")
+
+
 def _first_subfolder_with_images(folder: Path) -> Optional[str]:
     try:
         for sub in sorted(folder.iterdir()):
@@ -750,13 +773,15 @@ def grid_differences(image: sitk.Image, ref: sitk.Image) -> List[str]:
 # Loading a study
 
 
-def load_study(source, required: Sequence[str] = MODALITIES, log: Optional[Callable[[str], None]] = None) -> Study:
+def load_study(source, required: Sequence[str] = MODALITIES, log: Optional[Callable[[str], None]] = None,
+               other_frames_ok: bool = False) -> Study:
     """Load and validate one study.
 
     ``source`` is a study folder (image files named by modality, and/or subfolders holding DICOM
     series), a list/tuple of image files or DICOM series folders, or a mapping
     ``{modality: path}`` that says explicitly which is which. Every modality found is loaded;
-    those in ``required`` must be present. ``log`` receives each note as it is made.
+    those in ``required`` must be present. ``log`` receives each note as it is made. DICOM series whose
+    frames of reference differ are refused unless ``other_frames_ok`` (the caller registers them).
 
     Returns a :class:`Study` whose images are float32 and all on the T1ce grid.
     Raises :class:`StudyError` with one plain sentence for anything the user must fix.
@@ -777,6 +802,7 @@ def load_study(source, required: Sequence[str] = MODALITIES, log: Optional[Calla
     assigned, assign_notes = _assign(candidates, where, required, folder)
     for text in ignored + assign_notes:
         note(text)
+    _check_one_frame(assigned, other_frames_ok, note)
 
     images: Dict[str, sitk.Image] = {}
     paths: Dict[str, Path] = {}

@@ -607,3 +607,34 @@ def test_real_studies_are_recognised():
         if folder.parent.name == "brats" and (seg is None or "seg" not in seg.name):
             failures.append(f"{folder.name}: segmentation not found")
     assert not failures, "\n".join(failures)
+
+
+def test_series_of_one_study_in_two_frames_of_reference_are_refused_unless_registered(tmp_path):
+    """One patient and study, but the T2 and FLAIR were acquired after the patient left the scanner (another
+    FrameOfReferenceUID): their voxels are not in the T1ce's coordinates. Refused, naming both and the fix;
+    with the sequences registered (``--coregister``) loaded, with a note."""
+    study_dir = tmp_path / "two sessions"
+    for i, modality in enumerate(MODALITIES):
+        frame = "1.2.826.0.1.3680043.2.1125.6.1" if i < 2 else "1.2.826.0.1.3680043.2.1125.6.2"
+        write_dicom_series(study_dir / f"s{i}", make_volume(LEVEL[modality], seed=i), display_name(modality),
+                           f"1.2.826.0.1.3680043.2.1125.7.{i + 1}", extra={"0020|0052": frame})
+    before = snapshot(tmp_path)
+    with pytest.raises(StudyError) as raised:
+        load_study(study_dir)
+    message = str(raised.value)
+    assert "T2 (s2" in message and "FLAIR (s3" in message and "another frame of reference than the T1ce (s1" in message
+    assert "--coregister" in message and len(message) < 300
+    assert snapshot(tmp_path) == before
+    from gliomasuite import cli  # the command refuses it before any work, with exit status 2
+
+    assert cli.main(["segment", str(study_dir), "-o", str(tmp_path / "seg.nii.gz")]) == 2
+    assert snapshot(tmp_path) == before
+    study = load_study(study_dir, other_frames_ok=True)
+    assert sorted(study.images) == sorted(MODALITIES)
+    assert any("another frame of reference" in n and "registered to the T1ce" in n for n in study.notes)
+    # Series sharing one frame of reference (every other DICOM test here) load without a word about it.
+    for i in range(2, 4):
+        for path in (study_dir / f"s{i}").iterdir():
+            path.unlink()
+        (study_dir / f"s{i}").rmdir()
+    assert not any("frame of reference" in n for n in load_study(study_dir, required=("t1", "t1ce")).notes)

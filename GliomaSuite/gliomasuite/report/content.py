@@ -114,7 +114,8 @@ def load_inputs(study_source, seg=None, survival=None, followup=None, age=None,
         seg = found
     seg = Path(seg)
     notes: List[str] = []
-    study = load_study(study_source, required=(), log=notes.append)
+    # (series of other frames of reference are shown as given, with the loader's note: the label map is the T1ce's)
+    study = load_study(study_source, required=(), log=notes.append, other_frames_ok=True)
     labels = read_label_map(seg)
     if labels.GetDimension() != 3 or labels.GetNumberOfComponentsPerPixel() != 1:
         raise GliomaSuiteError(f"{seg} is not a single 3D label map; give the BraTS label map of this study.")
