@@ -73,10 +73,22 @@ class GliomaSuite(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.contributors = ["GliomaSuite contributors"]
         self.parent.helpText = _("""
-GliomaSuite works on glioma MRI studies (T1, T1ce, T2 and FLAIR): it segments the necrotic core,
-edema and enhancing tumour with a V-Net, compares follow-up scans (RANO 2.0 response and a
-recurrence risk map), places the patient on survival models and exports a report.
-Research software: not for clinical diagnosis or treatment decisions.
+GliomaSuite works on a glioma patient's MRI (T1, T1ce, T2 and FLAIR; T1ce and FLAIR at least).
+<ul>
+<li><b>Segment</b>: an ensemble of V-Nets labels the necrotic core, edema and enhancing tumour as
+editable segments on the T1ce, with a volume table that follows your edits; it first checks that the
+images are brain MRI with each sequence in its place, and can add a map of where it is unsure.
+Runs in the background (GPU when there is one); Cancel leaves the scene as it was.</li>
+<li><b>Survival</b>: from the segmentation and the patient's age, a Cox proportional-hazards
+survival curve with its band and the patient's self-organising-map cluster.</li>
+<li><b>Follow-up</b>: loads later scans registered to the baseline, with the RANO 2.0 response,
+draggable diameter lines, volumes over time, and a recurrence probability and next-visit map from a
+model trained on simulated growth (its limits are one click away).</li>
+<li><b>Report</b>: a PDF with every number also in JSON and CSV; for volumes from Slicer's DICOM
+database also a DICOM SEG and SR for the PACS.</li>
+</ul>
+Each result names its model and version; their training and validation figures are in the model
+cards (gliomasuite/models/*.md beside this module). Research software: not for clinical diagnosis or treatment decisions.
 <p>References:</p>
 <ul>
 <li>Milletari F, Navab N, Ahmadi SA. V-Net: Fully Convolutional Neural Networks for Volumetric

@@ -20,6 +20,7 @@ from .errors import CancelledError, GliomaSuiteError
 from .modalities import ALWAYS_NEEDED, MODALITIES
 # committed is imported here, not in the SIGTERM handler: an import there fails during interpreter exit.
 from .outputs import OutputSet, begin_command, check_output_file, committed, write_image_atomically, write_json_atomically
+from .commands.help import SEGMENTATION_MODEL_HELP, SURVIVAL_MODEL_HELP, HelpFormatter
 from .progress import Progress
 
 EXIT_USER_ERROR = 2
@@ -419,8 +420,11 @@ def _add_brain_check_argument(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gliomasuite", description=(
-        "Glioma MRI: segmentation (necrotic core, edema, enhancing tumour) from T1, T1ce, T2 and FLAIR."))
+    parser = argparse.ArgumentParser(prog="gliomasuite", formatter_class=HelpFormatter, description=(
+        "Glioma MRI from T1, T1ce, T2 and FLAIR: segmentation (necrotic core, edema, enhancing tumour), survival "
+        "estimate, follow-up by RANO 2.0 with a recurrence estimate, PDF/JSON/CSV and DICOM SEG/SR reports, cohorts "
+        "on Dask, and training on your own data. Research use, not for diagnosis. 'gliomasuite COMMAND --help' "
+        "describes each command."))
     parser.add_argument("--version", action="version", version=f"gliomasuite {__version__}")
     parser.add_argument("--json-progress", action="store_true",
                         help="print progress as one JSON object per line (for the Slicer module)")
@@ -435,9 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "8 flip passes, so the label map is the --tta one")
     p.add_argument("--dicom-seg", metavar="FILE", help="also write the label map as a DICOM SEG referencing the "
                    "study's T1ce DICOM series (needs a DICOM study and highdicom)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="where the network runs (auto: the GPU when PyTorch finds one, else the CPU)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (8 passes: slower, smoother)")
-    p.add_argument("--model", help="registered model name or a weights file (default: the shipped model)")
+    p.add_argument("--model", help=SEGMENTATION_MODEL_HELP)
     p.add_argument("--window", type=int, help="sliding-window size in network voxels (less memory)")
     p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
                    help="what runs the network on the CPU (auto: ONNX Runtime when installed, else PyTorch)")
@@ -445,12 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_brain_check_argument(p)
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("demo", help="make the embedded synthetic study, segment it and score it")
-    p.add_argument("-o", "--output", default="demo-output", help="folder for the study and results")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
-    p.add_argument("--tta", action="store_true")
-    p.add_argument("--model")
+    p = sub.add_parser("demo", help="make the embedded synthetic patient (a baseline and a follow-up), segment both, "
+                                    "score survival, compare them and write the report")
+    p.add_argument("-o", "--output", default="demo-output", help="folder for the studies and results")
+    p.add_argument("--seed", type=int, default=0, help="which synthetic patient (each seed is another brain and tumour)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="where the network runs (auto: the GPU when PyTorch finds one, else the CPU)")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (8 passes: slower, smoother)")
+    p.add_argument("--model", help=SEGMENTATION_MODEL_HELP)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train-segmentation", help="train the V-Net on a folder of labelled BraTS-style cases")
@@ -475,18 +482,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibrate as for studies lacking these (the model must be trained to cope)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument("-o", "--output", required=True, help="weights file to write (.npz)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing weights file")
     p.set_defaults(func=cmd_calibrate_segmentation)
 
     p = sub.add_parser("fit-survival", help="fit the Cox survival models and SOMs on a cohort table")
     p.add_argument("--table", required=True, help="CSV: age, time_days, event and the tumour shape columns")
     p.add_argument("--out", required=True, help="folder for NAME.json, NAME-reduced.json and calibration plots")
     p.add_argument("--name", default="survival", help="model name (file stem)")
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=int, default=5, help="folds of the patient-level cross-validation")
     p.add_argument("--repeats", type=int, default=3, help="repeats of the cross-validation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--som-iterations", type=int, default=5000)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the folds and the SOM")
+    p.add_argument("--som-iterations", type=int, default=5000, help="training iterations of the self-organising map")
+    p.add_argument("--overwrite", action="store_true", help="replace existing model files in OUT")
     p.set_defaults(func=cmd_fit_survival)
 
     p = sub.add_parser("survival", help="survival estimate for a table of patients, or one patient from a study or "
@@ -498,13 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--age", type=float, help="the patient's age in years (with --study or --seg)")
     p.add_argument("-o", "--output", required=True, help="OUT.csv for --table; a folder for --study or --seg "
                    "(survival.json, survival.png, and segmentation.nii.gz when the study is segmented)")
-    p.add_argument("--model", help="survival model name or .json file (default: the shipped model)")
-    p.add_argument("--segmentation-model", help="segmentation model for --study (default: the shipped model)")
+    p.add_argument("--model", help=SURVIVAL_MODEL_HELP)
+    p.add_argument("--segmentation-model", help="for --study: " + SEGMENTATION_MODEL_HELP)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="for segmenting --study")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation when segmenting --study")
     p.add_argument("--window", type=int, help="sliding-window size in network voxels when segmenting --study")
     _add_brain_check_argument(p)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=cmd_survival)
 
     from .commands import followup
@@ -519,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import train_recurrence
 
     train_recurrence.add_parser(sub)
+    for command in sub.choices.values():  # every option's default shown after its help
+        command.formatter_class = HelpFormatter
     return parser
 
 

@@ -14,6 +14,14 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 REGISTRY = MODELS_DIR / "models.json"
 
 
+#: The shipped defaults, by name (here, without torch, so that the command line's help can name them).
+DEFAULT_SEGMENTATION_MODEL = "vnet-brats-cv4-v1"
+#: Chosen instead of the default for a study without T1 or T2 (trained with those modalities dropped).
+REDUCED_SEGMENTATION_MODEL = "vnet-brats-reduced-v2"
+DEFAULT_SURVIVAL_MODEL = "survival-brats2020-v1"
+DEFAULT_RECURRENCE_MODEL = "recurrence-sim-v1"
+
+
 def load_registry(path: Path = REGISTRY) -> dict:
     """The segmentation model registry (``models.json``): names, files, SHA-256, members."""
     return json.loads(Path(path).read_text())
@@ -22,3 +30,16 @@ def load_registry(path: Path = REGISTRY) -> dict:
 def provenance(**models) -> dict:
     """What made an output file: this package's version and the models that ran (name -> id)."""
     return {"gliomasuite_version": __version__, **{k: v for k, v in models.items() if v}}
+
+
+def segmentation_model_names() -> list:
+    """The registered segmentation models' names ([] when the registry cannot be read)."""
+    try:
+        return sorted(load_registry().get("models", {}))
+    except (OSError, ValueError):
+        return []
+
+
+def survival_model_names() -> list:
+    """The shipped survival models' names."""
+    return sorted(p.stem for p in MODELS_DIR.glob("survival-*.json")) if MODELS_DIR.is_dir() else []

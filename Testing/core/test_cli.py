@@ -390,3 +390,33 @@ def test_outputs_that_cannot_or_must_not_be_written_are_refused_before_any_work(
         # needs the study's files.
         assert result.stdout == "" or words == "input", result.stdout
     assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing new on disk, no input replaced
+
+
+def test_every_option_of_every_command_says_what_it_does_and_its_default():
+    """Issue 16: help texts for every option, with defaults and the model names."""
+    import argparse
+
+    from gliomasuite.registry import segmentation_model_names, survival_model_names
+
+    from gliomasuite import cli
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"segment", "survival", "followup", "report", "batch", "demo", "train-segmentation",
+            "train-recurrence", "fit-survival", "calibrate-segmentation"} <= set(commands)
+    for name, command in commands.items():
+        text = " ".join(command.format_help().split())
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = "/".join(action.option_strings) or action.dest
+            assert action.help, f"gliomasuite {name} {flag} has no help text"
+            default = action.default
+            if action.option_strings and default not in (None, False, []) and default is not argparse.SUPPRESS:
+                shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+                assert f"default: {shown}" in text or f"default {shown}" in text, f"{name} {flag}: default {shown} unsaid"
+    segment_help = " ".join(commands["segment"].format_help().split())
+    for model in segmentation_model_names():
+        assert model in segment_help
+    survival_help = " ".join(commands["survival"].format_help().split())
+    assert survival_model_names() and all(model in survival_help for model in survival_model_names())

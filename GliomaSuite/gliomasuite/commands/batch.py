@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import GliomaSuiteError
 from ..progress import Progress
+from .help import SEGMENTATION_MODEL_HELP, SURVIVAL_MODEL_HELP
 
 
 def add_parser(sub) -> None:
@@ -27,11 +28,12 @@ def add_parser(sub) -> None:
                    help="run on the existing Dask cluster whose scheduler is at ADDRESS (tcp://HOST:8786) instead of "
                         "starting local workers")
     p.add_argument("--age-column", metavar="NAME", help="the manifest's age column (default: age, when present)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="where the network runs (auto: the GPU when PyTorch finds one, else the CPU)")
     p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
                    help="what runs the network on the CPU (auto: ONNX Runtime when installed, else PyTorch)")
-    p.add_argument("--model", help="segmentation model (default: the shipped model for the modalities present)")
-    p.add_argument("--survival-model", help="survival model for studies with an age (default: the shipped model)")
+    p.add_argument("--model", help=SEGMENTATION_MODEL_HELP)
+    p.add_argument("--survival-model", help="for studies with an age: " + SURVIVAL_MODEL_HELP)
     p.add_argument("--skip-brain-check", action="store_true",
                    help="segment studies even if they do not look like skull-stripped brain MRI (by default such a "
                         "study is an error row)")

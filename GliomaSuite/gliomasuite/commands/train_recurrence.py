@@ -14,11 +14,11 @@ def add_parser(sub) -> None:
                                                 "(an existing run is resumed)")
     p.add_argument("--validation", nargs="+", required=True, metavar="CASE",
                    help="baselines kept for validation: none of their series is trained on")
-    p.add_argument("--series-per-case", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--learning-rate", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--series-per-case", type=int, default=16, help="simulated series made from each baseline")
+    p.add_argument("--epochs", type=int, default=8, help="passes over the training series")
+    p.add_argument("--batch", type=int, default=4, help="samples per step")
+    p.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate (Adam, warm-up then cosine)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the simulations and the training")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
     p.add_argument("--simulations", help="where the simulated series are kept (default: RUN/simulations)")
     p.add_argument("--init-weights", metavar="NPZ", help="start from a trained recurrence network (fine-tuning); "

@@ -17,11 +17,10 @@ import SimpleITK as sitk
 
 from ..errors import GliomaSuiteError
 from ..modalities import MODALITIES
-from ..registry import MODELS_DIR, REGISTRY
+from ..registry import DEFAULT_RECURRENCE_MODEL, MODELS_DIR, REGISTRY
 from .inputs import MAX_INTERVAL_DAYS, series_inputs
 from .simulate import CROP, GRID_MM
 
-DEFAULT_RECURRENCE_MODEL = "recurrence-sim-v1"
 THRESHOLD = 0.5
 
 

@@ -38,22 +38,25 @@ def add_training_arguments(parser) -> None:
 
     Defaults are the shipped model's recipe (2 mm network, 64^3 patches, channels 8..128)."""
     d = TrainConfig(cache="", out="")
-    parser.add_argument("--iterations", type=int, default=d.iterations)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--iterations", type=int, default=d.iterations, help="training steps")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="patches per step")
     parser.add_argument("--patch", type=int, nargs=3, default=list(d.patch), help="patch size in network voxels")
     parser.add_argument("--downsample", type=int, default=d.downsample, choices=[1, 2],
                         help="2: the network sees 2 mm voxels (fast); 1: full 1 mm resolution")
-    parser.add_argument("--channels", type=int, nargs=5, default=list(d.channels))
-    parser.add_argument("--decoder-convs", type=int, nargs=4, default=list(d.decoder_convs))
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--channels", type=int, nargs=5, default=list(d.channels),
+                        help="feature channels of the V-Net's five levels")
+    parser.add_argument("--decoder-convs", type=int, nargs=4, default=list(d.decoder_convs),
+                        help="convolutions in each of the four decoder levels")
+    parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (Adam, warm-up then cosine decay)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="random seed (patches, augmentation, initial weights)")
     parser.add_argument("--modality-dropout", type=float, default=d.modality_dropout,
                         help="chance that a patch loses T1, T2 or both (so studies without them still segment)")
     parser.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this much wall time")
     parser.add_argument("--device", default=d.device, help="auto, cpu, gpu or cuda:N")
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    parser.add_argument("--log-every", type=int, default=d.log_every)
+    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                        help="steps between checkpoints (a rerun resumes from the last)")
+    parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between log lines")
     parser.add_argument("--init-weights", metavar="NPZ",
                         help="fine-tune from these weights (e.g. a shipped network's .npz in gliomasuite/models) instead of random "
                              "initialisation")

@@ -24,13 +24,13 @@ from ..alignment import misregistration_warnings, not_mr_images, swapped_sequenc
 from ..brain_check import input_problems, what_to_do
 from ..modalities import MODALITIES
 from ..preprocess import PreparedStudy, prepare, restore_labels, restore_probabilities
-from ..registry import MODELS_DIR, REGISTRY, load_registry
+from ..registry import (DEFAULT_SEGMENTATION_MODEL, MODELS_DIR, REDUCED_SEGMENTATION_MODEL, REGISTRY,
+                        load_registry)
 from .onnx_runner import OnnxVNet, onnxruntime_available
 from .weights import load_weights
 
-DEFAULT_MODEL = "vnet-brats-cv4-v1"
-#: Chosen instead of the default for a study without T1 or T2 (trained with those modalities dropped).
-REDUCED_MODEL = "vnet-brats-reduced-v2"
+DEFAULT_MODEL = DEFAULT_SEGMENTATION_MODEL
+REDUCED_MODEL = REDUCED_SEGMENTATION_MODEL  # for a study without T1 or T2
 
 #: Enhancing islands smaller than this (voxels, i.e. mm^3) whose mean ET probability is below
 #: ``ET_ISLAND_CONFIDENCE`` are relabelled necrosis (the Res-UNet seed's post-processing).

@@ -29,11 +29,11 @@ import numpy as np
 from .. import __version__
 from ..errors import GliomaSuiteError
 from ..outputs import publish, write_json_atomically
-from ..registry import MODELS_DIR
+from ..registry import DEFAULT_SURVIVAL_MODEL, MODELS_DIR
 from . import cox
 from .som import SurvivalSOM
 
-DEFAULT_MODEL = "survival-brats2020-v1"
+DEFAULT_MODEL = DEFAULT_SURVIVAL_MODEL
 MONTH_DAYS = 365.25 / 12.0
 P_ALIVE_MONTHS = (6, 12, 18, 24)
 BRATS_BINS_DAYS = (300.0, 450.0)
