@@ -19,7 +19,8 @@ from . import __version__
 from .errors import CancelledError, GliomaSuiteError
 from .modalities import ALWAYS_NEEDED, MODALITIES
 # committed is imported here, not in the SIGTERM handler: an import there fails during interpreter exit.
-from .outputs import OutputSet, begin_command, check_output_file, committed, write_image_atomically, write_json_atomically
+from .outputs import (OutputSet, begin_command, check_output_file, committed, write_file_atomically,
+                      write_image_atomically, write_json_atomically)
 from .commands.help import SEGMENTATION_MODEL_HELP, SURVIVAL_MODEL_HELP, HelpFormatter
 from .progress import Progress
 
@@ -280,32 +281,43 @@ def cmd_calibrate_segmentation(args, progress: Progress) -> dict:
 
 def cmd_fit_survival(args, progress: Progress) -> dict:
     """Fit the full and reduced Cox models (+ SOMs) on a cohort table and write them as JSON."""
-    from .survival.fit import fit_cohort_model, model_card, write_models
+    from .survival.fit import fit_cohort_model, write_models
     from .survival.plot import plot_calibration
 
     out = Path(args.out)
-    for suffix in (".json", "-reduced.json"):
-        _check_output(out / f"{args.name}{suffix}", args.overwrite)
+    outputs = [out / f"{args.name}{suffix}" for suffix in (".json", "-reduced.json", ".md", "-calibration.png",
+                                                           "-reduced-calibration.png")]
+    for path in outputs:
+        _check_output(path, args.overwrite)
     result = fit_cohort_model(args.table, name=args.name, folds=args.folds, repeats=args.repeats, seed=args.seed,
                               som_iterations=args.som_iterations, progress=progress.update, note=progress.note)
-    paths = write_models(result, out, args.name)
-    for variant in ("full", "reduced"):
-        plot_calibration(result[variant], out / f"{Path(paths[variant]).stem}-calibration.png")
+    with OutputSet(*outputs) as written:  # the models, their card and plots appear together, or none of them
+        paths = write_models(result, out, args.name, stage=written)
+        for variant in ("full", "reduced"):
+            plot_calibration(result[variant], out / f"{Path(paths[variant]).stem}-calibration.png", stage=written)
+        write_file_atomically(lambda tmp: Path(tmp).write_text(_fit_survival_card(args, result)), outputs[2], ".md",
+                              stage=written)
+        written.commit()
+    paths["card"] = str(outputs[2])
+    if not progress.json_lines:
+        for variant, s in result["summary"].items():
+            print(f"  {variant:>7}: CV C-index {s['cv_cindex']:.3f} (age alone {s['age_only_cv_cindex']:.3f}), "
+                  f"BraTS 3-class accuracy {s['brats_3class_accuracy']:.3f}")
+    return {"models": paths, "summary": result["summary"]}
+
+
+def _fit_survival_card(args, result: dict) -> str:
+    """The model card of what ``fit-survival`` fitted, with the command that reproduces it."""
+    from .survival.fit import model_card
+
     table = str(args.table)
     data_root = os.environ.get("GLIOMASUITE_DATA")
     if data_root and Path(table).resolve().is_relative_to(Path(data_root).resolve()):
         table = "$GLIOMASUITE_DATA/" + Path(table).resolve().relative_to(Path(data_root).resolve()).as_posix()
     command = (f"gliomasuite fit-survival --table {table} --out {args.out} --name {args.name} --folds {args.folds} "
                f"--repeats {args.repeats} --seed {args.seed} --som-iterations {args.som_iterations}")
-    (out / f"{args.name}.md").write_text(model_card({**result, "full": {**result["full"], "name": args.name},
-                                                     "reduced": {**result["reduced"], "name": args.name + "-reduced"}},
-                                                    command))
-    paths["card"] = str(out / f"{args.name}.md")
-    if not progress.json_lines:
-        for variant, s in result["summary"].items():
-            print(f"  {variant:>7}: CV C-index {s['cv_cindex']:.3f} (age alone {s['age_only_cv_cindex']:.3f}), "
-                  f"BraTS 3-class accuracy {s['brats_3class_accuracy']:.3f}")
-    return {"models": paths, "summary": result["summary"]}
+    return model_card({**result, "full": {**result["full"], "name": args.name},
+                       "reduced": {**result["reduced"], "name": args.name + "-reduced"}}, command)
 
 
 #: Share of the progress bar that segmentation takes in ``survival --study`` (scoring is quick).
@@ -348,11 +360,11 @@ def cmd_survival(args, progress: Progress) -> dict:
         _check_output(output / name, args.overwrite)
     if not study_given:
         progress.update(0.1, "Measuring the tumour")
-        result = score_label_map(args.seg, args.age, output, model=args.model, note=progress.note)
+        result = score_label_map(args.seg, args.age, model=args.model, note=progress.note)
     elif args.seg:
         seg = _label_map_on_study_grid(args, progress)
         progress.update(0.5, "Measuring the tumour")
-        result = score_label_map(seg, args.age, output, model=args.model, note=progress.note, source=args.seg)
+        result = score_label_map(seg, args.age, model=args.model, note=progress.note, source=args.seg)
     else:
         _, segmentation = segment_arguments_study(
             args, lambda f, m: progress.update(SEGMENTATION_SHARE * f, m), progress.note, args.segmentation_model)
@@ -369,8 +381,12 @@ def cmd_survival(args, progress: Progress) -> dict:
         # Scored before anything is written: a study without tumour leaves no files behind.
         result = score_label_map(segmentation.labels, args.age, model=args.model, note=progress.note,
                                  source=seg_path)
-        write_image_atomically(segmentation.labels, seg_path, model=segmentation.model)
-        write_patient_result(result, output)
+    with OutputSet(*(output / name for name in outputs)) as written:  # all at once, or none (an error, a cancel)
+        if segmenting:
+            write_image_atomically(segmentation.labels, output / "segmentation.nii.gz", model=segmentation.model,
+                                   stage=written)
+        write_patient_result(result, output, stage=written)
+        written.commit()
     if not progress.json_lines:
         print(result["sentence"])
         print(f"Results in {output / 'survival.json'} and {output / 'survival.png'}")

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from . import __version__
 from .errors import GliomaSuiteError
@@ -46,8 +46,8 @@ def check_output_file(path, overwrite: bool = False, image: bool = False, inputs
             raise GliomaSuiteError(f"{path} is one of the input images; choose another output name (an input is "
                                    "never overwritten, even with --overwrite).")
     if path.exists() and not overwrite:
-        raise GliomaSuiteError(f"{path} already exists; choose another output name or pass --overwrite "
-                               "(an edited segmentation is never replaced silently).")
+        raise GliomaSuiteError(f"{path} already exists; choose another output name or pass --overwrite"
+                               + (" (an edited segmentation is never replaced silently)." if image else "."))
     _check_writable_place(path, resolved.parent, "written")
     return path
 
@@ -221,18 +221,34 @@ def write_image_atomically(image, path, model: Optional[str] = None, stage: Opti
             os.remove(packed)
 
 
-def write_json_atomically(data: dict, path, indent: Optional[int] = 2) -> None:
-    """Write ``data`` as JSON (no NaN), with ``gliomasuite_version`` first unless it is there already."""
-    path = Path(path)
+def write_json_atomically(data: dict, path, indent: Optional[int] = 2, stage: Optional[OutputSet] = None) -> None:
+    """Write ``data`` as JSON (no NaN), with ``gliomasuite_version`` first unless it is there already; with
+    ``stage``, leave it under its temporary name for ``stage.commit()``."""
     data = {"gliomasuite_version": __version__, **data}
-    tmp = _temporary(path, ".json")
-    try:
+
+    def write(tmp):
         with open(tmp, "w") as handle:
             json.dump(data, handle, indent=indent, allow_nan=False)
             handle.write("\n")
-        publish(tmp, path)
+
+    write_file_atomically(write, path, ".json", stage)
+
+
+def write_file_atomically(write: Callable[[str], None], path, suffix: str, stage: Optional[OutputSet] = None) -> None:
+    """``write(tmp)`` fills a temporary file beside ``path``, which is then moved into place (with ``stage``:
+    left for ``stage.commit()``); on any error or cancel the temporary file is removed."""
+    path = Path(path)
+    tmp = _temporary(path, suffix)
+    kept = False
+    try:
+        write(tmp)
+        if stage is None:
+            publish(tmp, path)
+        else:
+            stage.add(tmp, path)
+            kept = True
     finally:
-        if os.path.exists(tmp):
+        if not kept and os.path.exists(tmp):
             os.remove(tmp)
 
 

@@ -1,6 +1,6 @@
 """A cancel (SIGTERM, what Slicer's Cancel and a batch scheduler send) at any moment of a real
-``segment`` leaves either every output file or none, never a label map without its probabilities
-(issue 16), and the words say which."""
+``segment`` or ``survival --study`` leaves either every output file or none, never a label map without
+its probabilities or a survival curve without its label map (issue 16), and the words say which."""
 
 import json
 import os
@@ -10,39 +10,50 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from test_cli import needs_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _start(study, out: Path):
+#: command -> (its arguments for a study and an output folder, the files it writes there, its result's main file)
+COMMANDS = {
+    "segment": (lambda study, out: ["segment", str(study), "-o", str(out / "seg.nii.gz"), "--probabilities",
+                                    str(out / "probabilities.nii.gz")],
+                ["probabilities.nii.gz", "seg.nii.gz"], "seg.nii.gz"),
+    "survival": (lambda study, out: ["survival", "--study", str(study), "--age", "60", "-o", str(out)],
+                 ["segmentation.nii.gz", "survival.json", "survival.png"], "survival.json"),
+}
+
+
+def _start(command, study, out: Path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "GliomaSuite"))
-    return subprocess.Popen([sys.executable, "-m", "gliomasuite", "--json-progress", "segment", str(study), "-o",
-                             str(out / "seg.nii.gz"), "--probabilities", str(out / "probabilities.nii.gz"),
+    return subprocess.Popen([sys.executable, "-m", "gliomasuite", "--json-progress", *COMMANDS[command][0](study, out),
                              "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @needs_model
-def test_sigterm_at_any_moment_leaves_every_output_or_none(tmp_path):
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_sigterm_at_any_moment_leaves_every_output_or_none(tmp_path, command):
     from gliomasuite.demo import make_demo_study
 
     study = make_demo_study(tmp_path / "demo", seed=0)
     start = time.monotonic()
-    full = _start(study, tmp_path / "full")
+    full = _start(command, study, tmp_path / "full")
     assert full.wait(timeout=600) == 0, full.stderr.read()
     duration = time.monotonic() - start
 
     cancelled = 0
     for i, fraction in enumerate((0.3, 0.6, 0.8, 0.88, 0.93, 0.97, 1.0)):
         out = tmp_path / f"run{i}"
-        process = _start(study, out)
+        process = _start(command, study, out)
         time.sleep(fraction * duration)
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=600)
         left = sorted(p.name for p in out.rglob("*")) if out.exists() else []
         if process.returncode == 0:
-            assert left == ["probabilities.nii.gz", "seg.nii.gz"], (fraction, left)
-            assert json.loads(stdout.strip().splitlines()[-1])["result"]["output"] == str(out / "seg.nii.gz")
+            assert left == COMMANDS[command][1], (fraction, left)
+            assert json.loads(stdout.strip().splitlines()[-1])["result"]["output"] == str(out / COMMANDS[command][2])
         else:
             cancelled += 1
             assert not out.exists(), (fraction, left, process.returncode, stderr[-300:])  # not even the folder it made

@@ -343,3 +343,19 @@ def test_shipped_model_is_the_lifelines_fit_of_the_real_cohort():
     times = [182.6, 365.25, 730.5]
     np.testing.assert_allclose(shipped.cox.survival(x, times), cph.predict_survival_function(frame, times).to_numpy(),
                                rtol=1e-9)
+
+
+def test_fit_survival_writes_models_card_and_plots_together_and_refuses_to_replace_them(tmp_path):
+    table = data_root() / TABLE
+    out = tmp_path / "fitted"
+    args = ["fit-survival", "--table", str(table), "--out", str(out), "--name", "mine", "--folds", "2", "--repeats",
+            "1", "--som-iterations", "200"]
+    assert cli.main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["mine-calibration.png", "mine-reduced-calibration.png",
+                                                     "mine-reduced.json", "mine.json", "mine.md"]
+    assert score.SurvivalModel.load(out / "mine.json").name == "mine"
+    assert "gliomasuite fit-survival" in (out / "mine.md").read_text()
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (out / "mine.json").unlink()  # a file left by hand: the card and plots are still there and are not replaced
+    assert cli.main(args) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == {k: v for k, v in before.items() if k != "mine.json"}

@@ -220,8 +220,9 @@ def fit_cohort_model(table_csv, name: str = "survival", folds: int = 5, repeats:
     return {"full": full, "reduced": reduced, "summary": summary}
 
 
-def write_models(result: dict, out_dir, name: str) -> dict:
-    """Write ``NAME.json`` (full) and ``NAME-reduced.json``; returns their paths."""
+def write_models(result: dict, out_dir, name: str, stage=None) -> dict:
+    """Write ``NAME.json`` (full) and ``NAME-reduced.json`` (with ``stage``, left for its commit); returns their
+    paths."""
     from ..outputs import write_json_atomically
 
     out = Path(out_dir)
@@ -230,7 +231,7 @@ def write_models(result: dict, out_dir, name: str) -> dict:
     for variant, path in paths.items():
         model = dict(result[variant])
         model["name"] = path.stem
-        write_json_atomically(model, path, indent=None)
+        write_json_atomically(model, path, indent=None, stage=stage)
     return {k: str(v) for k, v in paths.items()}
 
 

@@ -23,15 +23,13 @@ def _figure(width=8.0, height=5.0):
     return fig
 
 
-def _save(fig, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".partial-" + path.name)
-    fig.savefig(str(tmp), format="png")
-    tmp.replace(path)
+def _save(fig, path, stage=None) -> None:
+    from ..outputs import write_file_atomically
+
+    write_file_atomically(lambda tmp: fig.savefig(tmp, format="png"), path, ".png", stage)
 
 
-def plot_patient(result: Mapping, path) -> None:
+def plot_patient(result: Mapping, path, stage=None) -> None:
     """The patient's Cox curve with its 95% band, the cohort's and the SOM neighbourhood's KM curves."""
     fig = _figure(8.0, 5.6)
     ax = fig.add_axes([0.09, 0.25, 0.62, 0.66])
@@ -90,7 +88,7 @@ def plot_patient(result: Mapping, path) -> None:
     fig.text(0.75, 0.40, "\n".join(["grey: patients per node"] + lines +
                                     [f"BraTS class: {result['brats_class']}"]), fontsize=8, va="top")
     fig.text(0.02, 0.02, _wrap(result["sentence"], 140), fontsize=7.2, va="bottom")
-    _save(fig, path)
+    _save(fig, path, stage)
 
 
 def _wrap(text: str, width: int) -> str:
@@ -99,7 +97,7 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def plot_calibration(model: Mapping, path) -> None:
+def plot_calibration(model: Mapping, path, stage=None) -> None:
     """Predicted vs observed (Kaplan-Meier) P(alive at 12 months) by fifths of predicted risk."""
     cal = model["validation"]["calibration_12_months"]
     fig = _figure(5.0, 5.0)
@@ -118,4 +116,4 @@ def plot_calibration(model: Mapping, path) -> None:
     ax.set_title(f"{model['name']}: calibration at 12 months", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    _save(fig, path)
+    _save(fig, path, stage)

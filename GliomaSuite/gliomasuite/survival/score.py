@@ -375,13 +375,14 @@ def score_label_map(seg, age, out_dir=None, model=None, note=lambda m: None, sou
     return result
 
 
-def write_patient_result(result: dict, out_dir) -> None:
-    """Write one patient's result as ``survival.png`` and ``survival.json`` in ``out_dir``."""
+def write_patient_result(result: dict, out_dir, stage=None) -> None:
+    """Write one patient's result as ``survival.png`` and ``survival.json`` in ``out_dir`` (with ``stage``, an
+    :class:`~gliomasuite.outputs.OutputSet`, both are left for its commit)."""
     from .plot import plot_patient
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = out / "survival.png"
-    plot_patient(result, png)
+    plot_patient(result, png, stage)
     result["plot"] = str(png)
-    write_json_atomically(result, out / "survival.json")
+    write_json_atomically(result, out / "survival.json", stage=stage)
