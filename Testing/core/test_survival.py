@@ -276,6 +276,11 @@ def test_table_scoring_full_and_reduced_paths(tmp_path):
     assert cli.main(["survival", "--table", str(full_csv), "-o", str(tmp_path / "full_out.csv")]) == 0
     out = list(csv.DictReader(open(tmp_path / "full_out.csv")))
     assert {r["model"] for r in out} == {"survival-brats2020-v1"} and out[0]["subject_id"] == "P000"
+    # The table names the SOM node as the words and plots do: row,column counted from 1.
+    full, reduced = score.load_models()
+    one = score.score_features(rows[0], full, reduced)
+    assert out[0]["som_node"] == one["som"]["node_label"] == f"{one['som']['node'][0] + 1},{one['som']['node'][1] + 1}"
+    assert f"node {one['som']['node_label']}" in one["sentence"]
     volumes = ["subject_id", "age", "WT_vol_mm3", "TC_vol_mm3", "ET_vol_mm3", "NCR_vol_mm3", "ED_vol_mm3"]
     rows[2]["age"] = ""  # one row without an age: not scored, and said so
     reduced_csv = write_csv(tmp_path / "volumes.csv", rows, volumes)

@@ -317,7 +317,7 @@ def score_table(table_csv, output_csv, model=None, note=lambda m: None) -> dict:
             "median_lower_days": _blank(m["ci95_days"][0]), "median_upper_days": _blank(m["ci95_days"][1]),
             "median_months": _blank(m["months"]),
             **{f"p_alive_{k}m": ("" if pa[str(k)] is None else pa[str(k)]["p"]) for k in P_ALIVE_MONTHS},
-            "brats_class": r["brats_class"], "som_node": f"{r['som']['node'][0]},{r['som']['node'][1]}",
+            "brats_class": r["brats_class"], "som_node": r["som"]["node_label"],  # row,column from 1, as the words say
             "note": "; ".join([why] + r["warnings"])})
         out_rows.append(out)
     if failed == len(rows):
