@@ -9,6 +9,12 @@ the checks' verdict, then the range of each number over the cohort: how far a si
 thresholds. ``--swaps`` also swaps every two of each study's four sequences in turn (six swaps) and
 counts how many of each kind the checks catch.
 
+It also prints a candidate check that GliomaSuite does not use: the enhancement asymmetry, how much further
+the upper tail of log(T1ce/T1) inside the brain reaches than its lower tail (99.5th and 0.5th percentiles
+around the median, each image divided by its median first). Enhancement should make it positive, and a
+T1/T1ce swap flips its sign exactly; on the real cases it is not positive in every correct study (a
+tumour without enhancement among them), so a T1/T1ce swap is not checked (see README, Brain check).
+
     python tools/brain_check_report.py --data $GLIOMASUITE_DATA/brats ~/gliomasuite-extra --swaps \
         $GLIOMASUITE_DATA/brats-unlabelled/*
 """
@@ -31,6 +37,16 @@ from gliomasuite.segmentation.inference import with_absent_as_zeros  # noqa: E40
 from gliomasuite.study import load_study  # noqa: E402
 
 
+def enhancement_asymmetry(t1: sitk.Image, t1ce: sitk.Image) -> float:
+    """(q99.5 - q50) - (q50 - q0.5) of log(T1ce / T1) over voxels where both are positive (see the docstring)."""
+    a = sitk.GetArrayViewFromImage(t1).astype(np.float64)
+    b = sitk.GetArrayViewFromImage(t1ce).astype(np.float64)
+    inside = (a > 0) & (b > 0)
+    a, b = a[inside] / np.median(a[inside]), b[inside] / np.median(b[inside])
+    low, mid, high = np.percentile(np.log(b / a), [0.5, 50, 99.5])
+    return float((high - mid) - (mid - low))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="*", help="study folders")
@@ -49,7 +65,7 @@ def main(argv=None) -> int:
     if not folders:
         parser.error("give study folders or --data")
     volumes, fills, correlations, alignment, refused, misaligned = [], [], [], [], 0, 0
-    orders, swaps = [], {}
+    orders, swaps, asymmetries = [], {}, []
     for folder in folders:
         study = load_study(folder, required=("t1ce", "flair"))
         present = [m for m in MODALITIES if m in study.images]
@@ -61,6 +77,9 @@ def main(argv=None) -> int:
         problems = not_mr_images(study.images) + input_problems(prepared, present) + swap_problems
         warned = misregistration_warnings(study.images) + swap_warnings
         order = sequence_order_scores(study.images) if len(present) == 4 else None
+        asymmetry = enhancement_asymmetry(study.images["t1"], study.images["t1ce"]) if "t1" in present else None
+        if asymmetry is not None:
+            asymmetries.append(asymmetry)
         if order:
             orders.append(order)
         if args.swaps and order:
@@ -85,7 +104,8 @@ def main(argv=None) -> int:
         misaligned += bool(warned)
         print(f"{folder.name:26s} {volumes[-1]:6.0f} cm3  fill {fills[-1]:.2f}  max correlation {correlation:+.2f}  "
               f"outline offset {offset:.2f} mm, Dice {dice:.3f}  fewest values {distinct}  "
-              + (f"order pairing {order['pairing']:+.2f} flair-vs-t2 {order['flair_vs_t2']:+.2f}  " if order else "") + f"{'REFUSED: ' + '; '.join(problems) if problems else 'passes'}"
+              + (f"order pairing {order['pairing']:+.2f} flair-vs-t2 {order['flair_vs_t2']:+.2f}  " if order else "")
+              + (f"enhancement asymmetry {asymmetry:+.2f}  " if asymmetry is not None else "") + f"{'REFUSED: ' + '; '.join(problems) if problems else 'passes'}"
               f"{'; WARNED: ' + '; '.join(warned) if warned else ''}", flush=True)
     print(f"\n{len(folders)} studies, {refused} refused, {misaligned} warned misregistered; foreground "
           f"{min(volumes):.0f}-{max(volumes):.0f} cm3, fill {min(fills):.2f}-{max(fills):.2f}, highest correlation "
@@ -93,6 +113,9 @@ def main(argv=None) -> int:
           f"Dice down to {min(a[1] for a in alignment):.3f}; fewest distinct values {min(a[2] for a in alignment)}"
           + (f"; sequence order: pairing down to {min(o['pairing'] for o in orders):+.2f}, flair-vs-t2 down to "
              f"{min(o['flair_vs_t2'] for o in orders):+.2f} (below 0: refused / warned)" if orders else ""))
+    if asymmetries:
+        print(f"enhancement asymmetry (not a check): {min(asymmetries):+.2f} to {max(asymmetries):+.2f}, "
+              f"not positive in {sum(a <= 0 for a in asymmetries)} of {len(asymmetries)} studies as given")
     for kind, (tried, refused_swaps, warned_swaps) in swaps.items():
         print(f"swap {kind:12s}: {refused_swaps} of {tried} refused, {warned_swaps} warned")
     return 0
