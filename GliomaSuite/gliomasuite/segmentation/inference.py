@@ -229,9 +229,17 @@ def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: b
     if isinstance(model, Ensemble):
         n = len(model.members)
         total, squares = None, None
+        inputs = {}  # members of one resolution and divisor share the pooled, padded input (made once)
         for k, member in enumerate(model.members):
             step = (lambda f, m, k=k: progress((k + f) / n, f"Network {k + 1} of {n}: {m}")) if progress else None
-            probs = predict_probabilities(member, array, device, tta=tta, window=window, progress=step, spread=spread)
+            if isinstance(member, Ensemble):
+                probs = predict_probabilities(member, array, device, tta=tta, window=window, progress=step,
+                                              spread=spread)
+            else:
+                form = (getattr(member, "input_downsample", 1), member.divisor)
+                if form not in inputs:
+                    inputs[form] = _network_input(array, *form)
+                probs = _member_probabilities(member, inputs[form], device, tta, window, step, spread)
             if spread:
                 probs, std = probs
                 second = std ** 2 + probs ** 2  # this member's mean of p^2 over its passes
@@ -242,16 +250,30 @@ def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: b
             return mean, np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
         return mean
 
-    if isinstance(model, torch.nn.Module):
-        model = model.to(device).eval()
-    factor = getattr(model, "input_downsample", 1)
+    network_input = _network_input(array, getattr(model, "input_downsample", 1), model.divisor)
+    return _member_probabilities(model, network_input, device, tta, window, progress, spread)
+
+
+def _network_input(array: np.ndarray, factor: int, divisor: int):
+    """``(x, shape)``: the prepared array as the network takes it (pooled to its resolution, padded to its
+    divisor), and the array's own (z, y, x) shape that the probabilities are cut back to."""
     x = torch.from_numpy(array)[None]
     shape = x.shape[-3:]
     if factor > 1:
         # The network works on 2 mm voxels: pool the 1 mm input, and upsample its logits below.
         x, _ = _pad_to(x, factor)
         x = torch.nn.functional.avg_pool3d(x, factor)
-    x, coarse_shape = _pad_to(x, model.divisor)
+    x, _ = _pad_to(x, divisor)
+    return x, shape
+
+
+def _member_probabilities(model, network_input, device: torch.device, tta: bool, window: Optional[int],
+                          progress: Optional[Callable[[float, str], None]], spread: bool):
+    """One network's region probabilities from :func:`_network_input` (see :func:`predict_probabilities`)."""
+    if isinstance(model, torch.nn.Module):
+        model = model.to(device).eval()
+    factor = getattr(model, "input_downsample", 1)
+    x, shape = network_input
     x = x.to(device)
     roi = [min(window, s) if window else s for s in x.shape[-3:]]
     flips = [()] + ([(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)] if tta else [])
