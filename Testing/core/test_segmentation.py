@@ -198,6 +198,33 @@ def test_the_onnx_graph_is_cached_by_the_weights_checksum_and_a_damaged_copy_is_
     assert onnx_runner.graph_key(other) != onnx_runner.graph_key(net)  # other weights, another graph
 
 
+def test_a_loaded_model_keeps_its_onnx_session_until_its_weights_or_threads_change(tmp_path, monkeypatch):
+    """A batch worker segments study after study with one loaded model: its ONNX Runtime session is made once;
+    a weight changed in place (training, load_state_dict) or another thread count makes a new one."""
+    from gliomasuite.segmentation.inference import network_for
+    from gliomasuite.segmentation.onnx_runner import onnxruntime_available
+
+    if not onnxruntime_available():
+        pytest.skip("onnxruntime and onnx are not installed (pip install '.[onnx]')")
+    monkeypatch.setenv("GLIOMASUITE_CACHE", str(tmp_path))
+    net = _random_vnet(**SMALL).eval()
+    cpu = torch.device("cpu")
+    first, engine, _ = network_for(net, cpu)
+    assert engine == "onnxruntime" and network_for(net, cpu)[0] is first
+    with torch.no_grad():
+        next(net.parameters()).add_(0.05)
+    changed = network_for(net, cpu)[0]
+    x = torch.randn(1, 4, 32, 16, 48)
+    with torch.no_grad():
+        assert changed is not first and torch.allclose(changed(x), net(x), atol=1e-4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert network_for(net, cpu)[0] is not changed
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_engine_choice_and_fallbacks_to_pytorch(monkeypatch):
     from gliomasuite.segmentation.onnx_runner import onnxruntime_available
 

@@ -196,8 +196,18 @@ def network_for(model, device: torch.device, engine: str = "auto"):
             raise GliomaSuiteError("The onnxruntime engine needs the onnxruntime and onnx packages; install them "
                                    "with pip install 'gliomasuite[onnx]', or choose engine auto or torch.")
         return model, "torch", None
+    # A model kept loaded (a batch worker's) keeps its session, made once, not per study; another thread count,
+    # layer or weight tensor, or a weight changed in place (torch counts that in each tensor's _version), makes
+    # a new one.
+    key = (torch.get_num_threads(), repr(model),
+           tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers())))
+    kept = model.__dict__.get("_onnx_session")
+    if kept is not None and kept[0] == key:
+        return kept[1], "onnxruntime", None
     try:
-        return OnnxVNet(model), "onnxruntime", None
+        network = OnnxVNet(model, key[0])
+        model.__dict__["_onnx_session"] = (key, network)
+        return network, "onnxruntime", None
     except Exception as exc:  # an incompatible onnxruntime build, or a network it cannot express
         if engine == "onnxruntime":
             raise GliomaSuiteError(f"ONNX Runtime could not load the V-Net ({exc}); choose engine torch.") from exc
