@@ -254,7 +254,10 @@ def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: b
                 probs, std = probs
                 second = std ** 2 + probs ** 2  # this member's mean of p^2 over its passes
                 squares = second if squares is None else squares + second
-            total = probs if total is None else total + probs
+            if total is None:
+                total = probs
+            else:
+                total += probs  # in place: no new full-size array per member
         mean = total / n
         if spread:
             return mean, np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
@@ -302,12 +305,16 @@ def _member_probabilities(model, network_input, device: torch.device, tta: bool,
                 needed = [min(-(-s // factor) + 1, n) for s, n in zip(shape, logits.shape[2:])]
                 logits = torch.nn.functional.interpolate(logits[..., : needed[0], : needed[1], : needed[2]].float(),
                                                          scale_factor=factor, mode="trilinear", align_corners=False)
-            prob = torch.sigmoid(logits[0, :, : shape[0], : shape[1], : shape[2]].float())
-            total = prob if total is None else total + prob
+            prob = logits[0, :, : shape[0], : shape[1], : shape[2]].float().sigmoid_()  # in place, as the sum below
+            if total is None:
+                total = prob
+            else:
+                total += prob
             if spread:
                 squares = prob * prob if squares is None else squares + prob * prob
         if len(flips) > 1:
             total /= len(flips)
+    total = total.contiguous()  # (the sum may be a view of the upsampled logits; callers get a plain array)
     if spread:
         mean = total.cpu().numpy()
         return mean, np.sqrt(np.maximum(squares.cpu().numpy() / len(flips) - mean ** 2, 0.0))
