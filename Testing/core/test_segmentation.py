@@ -111,6 +111,24 @@ def test_weights_file_with_pickled_objects_is_refused(tmp_path):
         load_weights(path)
 
 
+def test_connected_components_are_scipys_face_connected_ones():
+    """Post-processing labels components with SimpleITK (no scipy import on the segment path); they must be
+    exactly scipy.ndimage.label's default (face-connected) components, up to their numbering."""
+    from scipy import ndimage
+
+    from gliomasuite.segmentation.inference import _components
+
+    rng = np.random.default_rng(0)
+    for threshold in (0.5, 0.7, 0.9, 0.97):
+        mask = rng.random((30, 41, 52)) > threshold
+        expected, n = ndimage.label(mask)
+        got, k = _components(mask)
+        assert k == n and got.shape == mask.shape and not got[~mask].any()
+        pairs = set(zip(expected[mask].tolist(), got[mask].tolist()))
+        assert len(pairs) == n == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+    assert _components(np.zeros((4, 5, 6), bool))[1] == 0
+
+
 def test_postprocess_nests_regions_and_relabels_weak_enhancing_islands():
     probs = np.zeros((3, 40, 40, 40), dtype=np.float32)
     probs[0, 5:30, 5:30, 5:30] = 0.9          # whole tumour

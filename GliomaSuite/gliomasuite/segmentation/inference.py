@@ -334,28 +334,41 @@ def _windowed(model, x: torch.Tensor, roi, window: Optional[int]) -> torch.Tenso
     return sliding_window_inference(x, roi, 1, model, overlap=0.25, mode="gaussian")
 
 
+def _components(mask: np.ndarray):
+    """Face-connected components of a 3D mask: ``(labels, count)``, as ``scipy.ndimage.label`` gives them
+    (its default structure) up to their numbering. SimpleITK's filter, already loaded, spares a cold
+    ``segment`` the 0.26 s import of scipy.ndimage."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    labels = sitk.ConnectedComponent(image, False)
+    count = int(sitk.GetArrayViewFromImage(labels).max()) if mask.any() else 0
+    return sitk.GetArrayFromImage(labels), count
+
+
 def postprocess(probs: np.ndarray, brain: Optional[np.ndarray] = None) -> np.ndarray:
     """Nested region probabilities to a BraTS label map, with connected-component clean-up."""
-    from scipy import ndimage
-
     wt = probs[0] > 0.5
     if brain is not None:
         wt &= brain
     # Component sizes and sums by np.bincount: the numbers ndimage.sum/mean give, without their
     # per-call float conversion of the whole crop (a third of post-processing's time).
-    components, n = ndimage.label(wt)
+    components, n = _components(wt)
     if n:
-        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-        wt = np.isin(components, 1 + np.flatnonzero(sizes >= MIN_COMPONENT_VOXELS))
+        sizes = np.bincount(components.ravel(), minlength=n + 1)
+        keep = sizes >= MIN_COMPONENT_VOXELS  # by component number: a table lookup (np.isin sorts the whole crop)
+        keep[0] = False
+        wt = keep[components]
     tc = wt & (probs[1] > 0.5)
     et = tc & (probs[2] > 0.5)
-    islands, n = ndimage.label(et)
+    islands, n = _components(et)
     if n:
-        flat = islands.ravel()
+        inside = np.flatnonzero(islands)  # only the islands' voxels: the same sums, in the same order
+        flat = islands.ravel()[inside]
         sizes = np.bincount(flat, minlength=n + 1)[1:]
-        confidence = np.bincount(flat, weights=probs[2].ravel(), minlength=n + 1)[1:] / sizes
-        weak = 1 + np.flatnonzero((sizes < ET_ISLAND_VOXELS) & (confidence < ET_ISLAND_CONFIDENCE))
-        et &= ~np.isin(islands, weak)
+        confidence = np.bincount(flat, weights=probs[2].ravel()[inside], minlength=n + 1)[1:] / sizes
+        weak = np.concatenate([[False], (sizes < ET_ISLAND_VOXELS) & (confidence < ET_ISLAND_CONFIDENCE)])
+        et &= ~weak[islands]
     if et.sum() < MIN_TOTAL_ET_VOXELS:
         et[:] = False
     return L.regions_to_labels(wt, tc, et)
