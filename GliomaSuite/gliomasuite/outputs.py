@@ -192,33 +192,28 @@ def write_image_atomically(image, path, model: Optional[str] = None, stage: Opti
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else (path.suffix or ".nii.gz")
     text = stamp(model)
     nifti = suffix in (".nii", ".nii.gz")
-    tmp = _temporary(path, ".nii" if nifti else suffix)
-    kept, packed = False, None
-    try:
-        if nifti:
-            sitk.WriteImage(image, tmp, False)
-            with open(tmp, "r+b") as f:
-                f.seek(NIFTI_DESCRIP_OFFSET)
-                f.write(text.encode("ascii", "replace")[:NIFTI_DESCRIP_LENGTH - 1].ljust(NIFTI_DESCRIP_LENGTH, b"\0"))
-            if suffix == ".nii.gz":
-                packed = _temporary(path, suffix)
+
+    def write(tmp: str) -> None:
+        if not nifti:
+            stamped = sitk.Image(image)  # a shallow copy: the caller's metadata stays as it was
+            stamped.SetMetaData("gliomasuite", text)
+            sitk.WriteImage(stamped, tmp, True)
+            return
+        sitk.WriteImage(image, tmp, False)
+        with open(tmp, "r+b") as f:
+            f.seek(NIFTI_DESCRIP_OFFSET)
+            f.write(text.encode("ascii", "replace")[:NIFTI_DESCRIP_LENGTH - 1].ljust(NIFTI_DESCRIP_LENGTH, b"\0"))
+        if suffix == ".nii.gz":
+            packed = _temporary(path, suffix)
+            try:
                 with open(tmp, "rb") as src, gzip.open(packed, "wb", compresslevel=1) as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
                 os.replace(packed, tmp)
-        else:
-            image = sitk.Image(image)  # a shallow copy: the caller's metadata stays as it was
-            image.SetMetaData("gliomasuite", text)
-            sitk.WriteImage(image, tmp, True)
-        if stage is None:
-            publish(tmp, path)
-        else:
-            stage.add(tmp, path)
-            kept = True
-    finally:
-        if not kept and os.path.exists(tmp):
-            os.remove(tmp)
-        if packed is not None and os.path.exists(packed):  # cancelled while compressing
-            os.remove(packed)
+            finally:
+                if os.path.exists(packed):  # cancelled while compressing
+                    os.remove(packed)
+
+    write_file_atomically(write, path, ".nii" if nifti else suffix, stage)
 
 
 def write_json_atomically(data: dict, path, indent: Optional[int] = 2, stage: Optional[OutputSet] = None) -> None:
