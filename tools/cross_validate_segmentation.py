@@ -142,17 +142,36 @@ def training_cases(out: Path, fold: int, k: int):
     return sorted(names)
 
 
-def train(out: Path, fold: int, k: int, threads: int, max_minutes: float) -> None:
+def train(out: Path, fold: int, k: int, threads: int, max_minutes: float, continue_from: Path = None,
+          lr: float = None, iterations: int = None) -> None:
+    """Train fold ``fold`` with the recipe. ``continue_from``: the longer-training lever, a second round of the
+    recipe that starts from that run's model of the same fold (which never saw this fold's validation
+    cases either) instead of ``INIT``, with ``lr`` as its peak learning rate and ``iterations`` steps; the
+    caches are that run's."""
     from gliomasuite.registry import MODELS_DIR
 
     run = out / f"fold{fold}"
     run.mkdir(parents=True, exist_ok=True)
+    recipe = list(RECIPE)
+    init = MODELS_DIR / f"{INIT}.npz"
+    seed = fold
+    if continue_from is not None:
+        for name in ("cache", "base-cache"):
+            if not (out / name).exists():
+                (out / name).symlink_to(Path(continue_from).resolve() / name)
+        init = Path(continue_from) / f"fold{fold}" / "vnet.npz"
+        seed = 100 + fold
+    if lr is not None:
+        recipe[recipe.index("--lr") + 1] = str(lr)
+    if iterations is not None:
+        recipe[recipe.index("--iterations") + 1] = str(iterations)
     cases = training_cases(out, fold, k)
     (run / "split.json").write_text(json.dumps({"fold": fold, "folds": k, "validation": folds(k)[fold],
-                                                "training": cases, "init": INIT, "recipe": RECIPE}, indent=1))
+                                                "training": cases, "init": str(init), "recipe": recipe,
+                                                "seed": seed}, indent=1))
     command = [sys.executable, "-m", "gliomasuite.segmentation.training", "--cache", str(out / "cache"),
-               "--out", str(run), "--cases", *cases, *RECIPE, "--seed", str(fold), "--threads", str(threads),
-               "--init-weights", str(MODELS_DIR / f"{INIT}.npz"), "--export", str(run / "vnet.npz")]
+               "--out", str(run), "--cases", *cases, *recipe, "--seed", str(seed), "--threads", str(threads),
+               "--init-weights", str(init), "--export", str(run / "vnet.npz")]
     if max_minutes:
         command += ["--max-minutes", str(max_minutes)]
     if (run / "checkpoint.pt").exists():
@@ -397,6 +416,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (train: per fold; evaluate: in all)")
     parser.add_argument("--max-minutes", type=float)
     parser.add_argument("--out-json")
+    parser.add_argument("--continue-from", metavar="RUN", help="train: start each fold from RUN's model of that fold "
+                        "(a second round: the longer-training lever), e.g. .trainpack/cv")
+    parser.add_argument("--lr", type=float, help="train: the recipe's peak learning rate instead of its own")
+    parser.add_argument("--iterations", type=int, help="train: the recipe's steps instead of its own")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.step == "prepare":
@@ -405,7 +428,8 @@ def main(argv=None):
         for i, f in enumerate(folds(args.folds)):
             print(i, " ".join(f))
     elif args.step == "train":
-        train(out, args.fold, args.folds, args.threads, args.max_minutes)
+        train(out, args.fold, args.folds, args.threads, args.max_minutes,
+              Path(args.continue_from) if args.continue_from else None, args.lr, args.iterations)
     elif args.step == "tables":
         print(tables(args.out_json))
     elif args.step == "register":
