@@ -23,6 +23,17 @@ Steps (each resumable; ``OUT`` defaults to ``.trainpack/cv``; 4 folds unless ``-
         --out-json GliomaSuite/gliomasuite/models/vnet-brats-cv4-v1-crossvalidation.json
     .venv/bin/python tools/cross_validate_segmentation.py register      # ship the fold models and their ensemble
 
+The longer-training lever, a second round of the recipe from each fold's own model (300 steps, peak lr
+2.5e-4), then the same evaluation and a paired comparison per case::
+
+    .venv/bin/python tools/cross_validate_segmentation.py train --out .trainpack/cv-long --fold 0 \
+        --continue-from .trainpack/cv --lr 2.5e-4 --iterations 300          # ... --fold 3
+    .venv/bin/python tools/cross_validate_segmentation.py evaluate --out .trainpack/cv-long --threads 2 \
+        --reference vnet-brats-ensemble-v1 --out-json docs/benchmarks/cv-longer-training.json
+    .venv/bin/python tools/cross_validate_segmentation.py compare \
+        --before GliomaSuite/gliomasuite/models/vnet-brats-cv4-v1-crossvalidation.json \
+        --out-json docs/benchmarks/cv-longer-training.json
+
 ``evaluate`` segments each validation case end to end (``load_study`` -> ``segment_study``) with its
 fold's model, and with the current default on the same cases side by side, and writes per-case
 Dice / HD95 (BraTS conventions), bootstrap intervals, per-group means and the worst cases.
@@ -213,7 +224,32 @@ def _uncertainty_scores(labels, truth, brain, uncertainty):
     return result
 
 
-def evaluate(out: Path, k: int, out_json, threads: int = 2) -> dict:
+def compare(before_json, after_json) -> dict:
+    """Per-case paired difference of the fold models' Dice between two ``evaluate`` outputs over the same
+    folds (e.g. the shipped recipe and the longer-training lever), with 95 % bootstrap intervals."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from validation_intervals import bootstrap_mean
+
+    before, after = (json.loads(Path(p).read_text()) for p in (before_json, after_json))
+    if before["folds"] != after["folds"]:
+        raise SystemExit("The two runs did not use the same folds.")
+    names = sorted(set(before["cases"]) & set(after["cases"]))
+    result = {"cases": len(names), "before": str(before_json), "after": str(after_json)}
+    for r in ("WT", "TC", "ET"):
+        b = np.array([before["cases"][c]["fold_model"][r]["dice"] for c in names])
+        a = np.array([after["cases"][c]["fold_model"][r]["dice"] for c in names])
+        mean, low, high = bootstrap_mean(a - b)
+        result[r] = {"before": float(b.mean()), "after": float(a.mean()), "difference": mean,
+                     "difference_ci95": [low, high], "better_cases": int((a > b).sum()),
+                     "worse_cases": int((a < b).sum())}
+    result["mean_of_regions"] = {"before": float(np.mean([result[r]["before"] for r in ("WT", "TC", "ET")])),
+                                 "after": float(np.mean([result[r]["after"] for r in ("WT", "TC", "ET")]))}
+    return result
+
+
+def evaluate(out: Path, k: int, out_json, threads: int = 2, reference: str = None) -> dict:
     """Each validation case by its own fold model (plain, with flips, averaged with the current
     default) and by the current default alone, end to end; uncertainty scores from the fold model's
     flips."""
@@ -229,7 +265,7 @@ def evaluate(out: Path, k: int, out_json, threads: int = 2) -> dict:
 
     torch.set_num_threads(threads)
     device = torch.device("cpu")
-    default, _ = load_model(None)
+    default, _ = load_model(reference)  # the reference run side by side (default: the shipped default)
     default_net, _, _ = network_for(default, device)
     cases = {}
     for i, held in enumerate(folds(k)):
@@ -409,7 +445,7 @@ def register(out: Path, k: int) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate", "register", "tables"])
+    parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate", "register", "tables", "compare"])
     parser.add_argument("--out", default=str(ROOT / ".trainpack" / "cv"))
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--fold", type=int)
@@ -420,6 +456,10 @@ def main(argv=None):
                         "(a second round: the longer-training lever), e.g. .trainpack/cv")
     parser.add_argument("--lr", type=float, help="train: the recipe's peak learning rate instead of its own")
     parser.add_argument("--iterations", type=int, help="train: the recipe's steps instead of its own")
+    parser.add_argument("--reference", help="evaluate: the model scored side by side (default: the shipped default; "
+                        "give one that never saw the cases, e.g. vnet-brats-ensemble-v1, once the default is made of "
+                        "fold models)")
+    parser.add_argument("--before", help="compare: the evaluate output of the recipe")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.step == "prepare":
@@ -434,8 +474,10 @@ def main(argv=None):
         print(tables(args.out_json))
     elif args.step == "register":
         register(out, args.folds)
+    elif args.step == "compare":
+        print(json.dumps(compare(args.before, args.out_json), indent=1))
     else:
-        evaluate(out, args.folds, args.out_json, args.threads)
+        evaluate(out, args.folds, args.out_json, args.threads, args.reference)
 
 
 if __name__ == "__main__":
