@@ -64,6 +64,7 @@ from .SegmentationNodes import (
     image_from_volume_node,
     image_on_volume_grid,
     labels_from_segmentation_node,
+    read_result_image,
     segmentation_node_from_labels,
     show_in_slice_views,
     volume_node_from_image,
@@ -876,11 +877,7 @@ def _file(folder: Path, timepoint: dict, key: str) -> Path:
 
 
 def _readImage(path: Path) -> sitk.Image:
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise GliomaSuiteError(f"{path} could not be read ({str(error).strip().splitlines()[-1]}); the follow-up "
-                               "folder is incomplete, so run the follow-up again.") from error
+    return read_result_image(path, "the follow-up folder is incomplete, so run the follow-up again.")
 
 
 def _lesion(result: dict, timepoint: str, trackId: int) -> dict:

@@ -47,6 +47,7 @@ from .SegmentationNodes import (
     colour_table,
     image_from_volume_node,
     labels_from_segmentation_node,
+    read_result_image,
     segmentation_node_from_labels,
     show_in_slice_views,
     volume_node_from_image,
@@ -307,10 +308,7 @@ class SegmentLogic(OneJobAtATime):
     def loadUncertainty(self, path, segmentationNode, regions: List[dict]):
         """The core's uncertainty map as a volume beside ``segmentationNode`` (referenced from it),
         coloured from clear to magenta over 0..0.5 and overlaid on the slice views."""
-        try:
-            image = sitk.ReadImage(str(path))
-        except RuntimeError as error:
-            raise GliomaSuiteError(f"The uncertainty map {path} could not be read, so it is not shown.") from error
+        image = read_result_image(path, "the uncertainty map is not shown; run Segment again to make it.")
         node = volume_node_from_image(self.scene, image, f"{segmentationNode.GetName()} uncertainty")
         node.SetAttribute(UNCERTAIN_REGIONS_ATTRIBUTE, json.dumps(regions))
         display = node.GetDisplayNode()
@@ -377,12 +375,8 @@ class SegmentLogic(OneJobAtATime):
         Slicer's DICOM database it is filed for Slicer's DICOM export (:func:`.DicomSource.linkToDicomSource`).
         """
         if not isinstance(labels, sitk.Image):
-            try:
-                labels = sitk.ReadImage(str(labels))
-            except RuntimeError as error:
-                raise GliomaSuiteError(
-                    f"The label map {labels} could not be read ({str(error).strip().splitlines()[-1]}); "
-                    "the segmentation process may have been interrupted, so run Segment again.") from error
+            labels = read_result_image(labels, "the segmentation process may have been interrupted, so run "
+                                               "Segment again.")
         if outputNode is not None and (overwrite or not self.isEdited(outputNode)):
             node = outputNode
             fresh = segmentation_node_from_labels(self.scene, labels, referenceNode, "GliomaSuite result")

@@ -92,6 +92,15 @@ def image_from_volume_node(volume_node) -> sitk.Image:
     return image_on_volume_grid(_array_from_vtk_image(image_data), volume_node)
 
 
+def read_result_image(path, advice: str) -> sitk.Image:
+    """An image the core wrote, read for the scene; one that cannot be read (a run cut short, a file moved)
+    becomes one sentence naming it, SimpleITK's reason and ``advice`` (what to do next)."""
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise GliomaSuiteError(f"{path} could not be read ({str(error).strip().splitlines()[-1]}); {advice}") from error
+
+
 def image_on_volume_grid(array: np.ndarray, volume_node) -> sitk.Image:
     """A (z, y, x) array on a volume node's voxel grid (e.g. a label map drawn on it) as a SimpleITK
     image with that node's LPS geometry; the node's own voxels are not read."""
