@@ -21,7 +21,7 @@ from .modalities import ALWAYS_NEEDED, MODALITIES
 # committed is imported here, not in the SIGTERM handler: an import there fails during interpreter exit.
 from .outputs import (OutputSet, begin_command, check_output_file, committed, write_file_atomically,
                       write_image_atomically, write_json_atomically)
-from .commands.help import SEGMENTATION_MODEL_HELP, SURVIVAL_MODEL_HELP, HelpFormatter
+from .commands.help import DEVICE_HELP, SEGMENTATION_MODEL_HELP, SURVIVAL_MODEL_HELP, HelpFormatter
 from .progress import Progress
 
 EXIT_USER_ERROR = 2
@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dicom-seg", metavar="FILE", help="also write the label map as a DICOM SEG referencing the "
                    "study's T1ce DICOM series (needs a DICOM study and highdicom)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
-                   help="where the network runs (auto: the GPU when PyTorch finds one, else the CPU)")
+                   help=DEVICE_HELP)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (8 passes: slower, smoother)")
     p.add_argument("--model", help=SEGMENTATION_MODEL_HELP)
     p.add_argument("--window", type=int, help="sliding-window size in network voxels (less memory)")
@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo-output", help="folder for the studies and results")
     p.add_argument("--seed", type=int, default=0, help="which synthetic patient (each seed is another brain and tumour)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
-                   help="where the network runs (auto: the GPU when PyTorch finds one, else the CPU)")
+                   help=DEVICE_HELP)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (8 passes: slower, smoother)")
     p.add_argument("--model", help=SEGMENTATION_MODEL_HELP)
     p.set_defaults(func=cmd_demo)

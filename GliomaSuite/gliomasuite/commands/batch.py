@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import GliomaSuiteError
 from ..progress import Progress
-from .help import SEGMENTATION_MODEL_HELP, SURVIVAL_MODEL_HELP
+from .help import DEVICE_HELP, SEGMENTATION_MODEL_HELP, SURVIVAL_MODEL_HELP
 
 
 def add_parser(sub) -> None:
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
                         "starting local workers")
     p.add_argument("--age-column", metavar="NAME", help="the manifest's age column (default: age, when present)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
-                   help="where the network runs (auto: the GPU when PyTorch finds one, else the CPU)")
+                   help=DEVICE_HELP)
     p.add_argument("--engine", default="auto", choices=["auto", "torch", "onnxruntime"],
                    help="what runs the network on the CPU (auto: ONNX Runtime when installed, else PyTorch)")
     p.add_argument("--model", help=SEGMENTATION_MODEL_HELP)

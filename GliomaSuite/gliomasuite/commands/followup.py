@@ -8,7 +8,7 @@ from ..errors import GliomaSuiteError
 from ..modalities import MODALITIES, is_segmentation
 from ..outputs import check_output_folder
 from ..progress import Progress
-from .help import SEGMENTATION_MODEL_HELP
+from .help import DEVICE_HELP, SEGMENTATION_MODEL_HELP
 
 
 def add_parser(sub) -> None:
@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--modality", choices=list(MODALITIES),
                    help="what a time point given as one image file is, when its name does not say it")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
-                   help="where the network runs (auto: the GPU when PyTorch finds one, else the CPU)")
+                   help=DEVICE_HELP)
     p.add_argument("--model", help=SEGMENTATION_MODEL_HELP)
     p.add_argument("--skip-brain-check", action="store_true", help="segment even if the brain check fails")
     p.add_argument("--no-recurrence", action="store_true",

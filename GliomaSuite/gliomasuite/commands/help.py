@@ -23,6 +23,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
+DEVICE_HELP = "where the network runs (auto: the GPU when PyTorch finds one, else the CPU)"
 SEGMENTATION_MODEL_HELP = (
     f"registered segmentation model or a weights file (.npz); default: {DEFAULT_SEGMENTATION_MODEL}, or "
     f"{REDUCED_SEGMENTATION_MODEL} for a study without T1 or T2; registered: {', '.join(segmentation_model_names())}")

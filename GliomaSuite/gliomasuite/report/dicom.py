@@ -63,7 +63,6 @@ INSTALL_HINT = 'pip install "highdicom>=0.23" "pydicom>=2.4" (or the gliomasuite
 
 #: (label value, short name, segment label, segmented property type (value, scheme, meaning)).
 SEGMENTS = tuple((value, short, SEGMENT_CODES[short]) for value, short in ((NCR, "NCR"), (ED, "ED"), (ET, "ET")))
-CATEGORY, ANATOMIC_REGION = CATEGORY_CODE, ANATOMIC_REGION_CODE
 VOLUME = ("118565006", "SCT", "Volume")
 CUBIC_CENTIMETRE = ("cm3", "UCUM", "cubic centimeter")
 IMAGING_PROCEDURE = ("363679005", "SCT", "Imaging procedure")
@@ -316,10 +315,10 @@ def build_dicom_seg(labels_image: sitk.Image, source_datasets: Sequence, model_n
         colour = _colour(_COLOURS[value])
         description = hd.seg.SegmentDescription(
             segment_number=number, segment_label=_NAMES[value],
-            segmented_property_category=_code(CATEGORY), segmented_property_type=_code(prop),
+            segmented_property_category=_code(CATEGORY_CODE), segmented_property_type=_code(prop),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC if automatic else
             hd.seg.SegmentAlgorithmTypeValues.MANUAL, algorithm_identification=algorithm,
-            tracking_uid=hd.UID(), tracking_id=short, anatomic_regions=[_code(ANATOMIC_REGION)],
+            tracking_uid=hd.UID(), tracking_id=short, anatomic_regions=[_code(ANATOMIC_REGION_CODE)],
             **({"display_color": colour} if colour is not None else {}))
         if colour is None:
             description.RecommendedDisplayCIELabValue = cielab_value(_COLOURS[value])
@@ -367,24 +366,14 @@ def _series_number(source, offset: int) -> int:
 def _save(dataset, path, stage=None) -> Path:
     """Save a dataset atomically (a temporary name beside ``path``, then a rename; with ``stage``, an
     :class:`gliomasuite.outputs.OutputSet`, the rename is left to its commit)."""
-    from ..outputs import _temporary, publish
+    from ..outputs import write_file_atomically
 
     path = Path(path)
-    tmp = _temporary(path, ".dcm")
-    kept = False
     try:
-        dataset.save_as(tmp)
-        if stage is None:
-            publish(tmp, path)
-        else:
-            stage.add(tmp, path)
-            kept = True
+        write_file_atomically(dataset.save_as, path, ".dcm", stage)
     except OSError as exc:
         raise GliomaSuiteError(f"{path} could not be written ({exc.strerror or exc}); choose a folder you can write "
                                "to.") from None
-    finally:
-        if not kept and os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -441,8 +430,8 @@ def write_dicom_sr(seg_dataset, source_datasets: Sequence, volumes_cm3: Mapping[
             tracking_identifier=tracking, referenced_segment=referenced, time_point_context=context,
             finding_type=hd.sr.CodedConcept(str(prop.CodeValue), str(prop.CodingSchemeDesignator),
                                             str(prop.CodeMeaning)),
-            finding_category=_code(CATEGORY), algorithm_id=algorithm,
-            finding_sites=[hd.sr.FindingSite(anatomic_location=_code(ANATOMIC_REGION))], measurements=[volume]))
+            finding_category=_code(CATEGORY_CODE), algorithm_id=algorithm,
+            finding_sites=[hd.sr.FindingSite(anatomic_location=_code(ANATOMIC_REGION_CODE))], measurements=[volume]))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

@@ -19,8 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence, Tuple
 
@@ -28,7 +26,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import GliomaSuiteError
-from ..outputs import publish, write_json_atomically
+from ..outputs import write_file_atomically, write_json_atomically
 from ..registry import DEFAULT_SURVIVAL_MODEL, MODELS_DIR
 from . import cox
 from .som import SurvivalSOM
@@ -327,17 +325,14 @@ def score_table(table_csv, output_csv, model=None, note=lambda m: None) -> dict:
         out["gliomasuite_version"] = __version__
     fields = ["row"] + ([id_column] if id_column else []) + list(OUTPUT_COLUMNS) + ["gliomasuite_version"]
     output = Path(output_csv)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".csv", dir=output.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(out_rows)
-        publish(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    write_file_atomically(write, output, ".csv")
     return {"output": str(output), "model": chosen.name, "model_variant": chosen.variant, "why": why,
             "rows": len(rows), "scored": len(rows) - failed, "not_scored": failed}
 
@@ -380,8 +375,7 @@ def write_patient_result(result: dict, out_dir, stage=None) -> None:
     :class:`~gliomasuite.outputs.OutputSet`, both are left for its commit)."""
     from .plot import plot_patient
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)  # (its folder is made with the first file, or was made by ``stage``)
     png = out / "survival.png"
     plot_patient(result, png, stage)
     result["plot"] = str(png)
