@@ -34,6 +34,17 @@ The longer-training lever, a second round of the recipe from each fold's own mod
         --before GliomaSuite/gliomasuite/models/vnet-brats-cv4-v1-crossvalidation.json \
         --out-json docs/benchmarks/cv-longer-training.json
 
+The lesion-mixing lever (CarveMix, ``gliomasuite/segmentation/carvemix.py``): the same second round with
+half of the samples mixed, compared with the longer-training run (same start, steps and learning rate)
+and with the shipped fold models::
+
+    .venv/bin/python tools/cross_validate_segmentation.py train --out .trainpack/cv-carvemix --fold 0 \
+        --continue-from .trainpack/cv --lr 2.5e-4 --iterations 300 --carvemix 0.5   # ... --fold 3
+    .venv/bin/python tools/cross_validate_segmentation.py evaluate --out .trainpack/cv-carvemix --threads 2 \
+        --reference vnet-brats-ensemble-v1 --out-json docs/benchmarks/cv-carvemix.json
+    .venv/bin/python tools/cross_validate_segmentation.py compare --before docs/benchmarks/cv-longer-training.json \
+        --out-json docs/benchmarks/cv-carvemix.json
+
 ``evaluate`` segments each validation case end to end (``load_study`` -> ``segment_study``) with its
 fold's model, and with the current default on the same cases side by side, and writes per-case
 Dice / HD95 (BraTS conventions), bootstrap intervals, per-group means and the worst cases.
@@ -154,11 +165,12 @@ def training_cases(out: Path, fold: int, k: int):
 
 
 def train(out: Path, fold: int, k: int, threads: int, max_minutes: float, continue_from: Path = None,
-          lr: float = None, iterations: int = None) -> None:
+          lr: float = None, iterations: int = None, carvemix: float = None) -> None:
     """Train fold ``fold`` with the recipe. ``continue_from``: the longer-training lever, a second round of the
     recipe that starts from that run's model of the same fold (which never saw this fold's validation
     cases either) instead of ``INIT``, with ``lr`` as its peak learning rate and ``iterations`` steps; the
-    caches are that run's."""
+    caches are that run's. ``carvemix``: the lesion-mixing lever, that share of samples drawn with another
+    training case's tumour pasted in."""
     from gliomasuite.registry import MODELS_DIR
 
     run = out / f"fold{fold}"
@@ -176,6 +188,8 @@ def train(out: Path, fold: int, k: int, threads: int, max_minutes: float, contin
         recipe[recipe.index("--lr") + 1] = str(lr)
     if iterations is not None:
         recipe[recipe.index("--iterations") + 1] = str(iterations)
+    if carvemix:
+        recipe += ["--carvemix", str(carvemix)]
     cases = training_cases(out, fold, k)
     (run / "split.json").write_text(json.dumps({"fold": fold, "folds": k, "validation": folds(k)[fold],
                                                 "training": cases, "init": str(init), "recipe": recipe,
@@ -456,6 +470,8 @@ def main(argv=None):
                         "(a second round: the longer-training lever), e.g. .trainpack/cv")
     parser.add_argument("--lr", type=float, help="train: the recipe's peak learning rate instead of its own")
     parser.add_argument("--iterations", type=int, help="train: the recipe's steps instead of its own")
+    parser.add_argument("--carvemix", type=float, help="train: share of samples with another training case's "
+                        "tumour pasted in (the lesion-mixing lever)")
     parser.add_argument("--reference", help="evaluate: the model scored side by side (default: the shipped default; "
                         "give one that never saw the cases, e.g. vnet-brats-ensemble-v1, once the default is made of "
                         "fold models)")
@@ -469,7 +485,7 @@ def main(argv=None):
             print(i, " ".join(f))
     elif args.step == "train":
         train(out, args.fold, args.folds, args.threads, args.max_minutes,
-              Path(args.continue_from) if args.continue_from else None, args.lr, args.iterations)
+              Path(args.continue_from) if args.continue_from else None, args.lr, args.iterations, args.carvemix)
     elif args.step == "tables":
         print(tables(args.out_json))
     elif args.step == "register":

@@ -23,6 +23,7 @@ class TrainConfig:
     decoder_convs: Sequence[int] = (1, 1, 1, 1)
     class_ratios: Sequence[float] = (1, 1, 1, 2)
     modality_dropout: float = 0.1
+    carvemix: float = 0.0                      # share of samples with another case's tumour pasted in
     checkpoint_every: int = 500
     max_minutes: Optional[float] = None        # stop (with a checkpoint) after this much wall time
     device: str = "auto"
@@ -51,6 +52,9 @@ def add_training_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed (patches, augmentation, initial weights)")
     parser.add_argument("--modality-dropout", type=float, default=d.modality_dropout,
                         help="chance that a patch loses T1, T2 or both (so studies without them still segment)")
+    parser.add_argument("--carvemix", type=float, default=d.carvemix,
+                        help="share of training samples drawn from a brain with another training case's real tumour "
+                             "pasted in (lesion mixing, CarveMix)")
     parser.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this much wall time")
     parser.add_argument("--device", default=d.device, help="auto, cpu, gpu or cuda:N")
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch")
@@ -74,7 +78,7 @@ def config_from_arguments(args, cache, out, cases=None) -> TrainConfig:
     return TrainConfig(cache=str(cache), out=str(out), cases=cases, iterations=args.iterations,
                        batch_size=args.batch_size, patch=tuple(args.patch), downsample=args.downsample,
                        channels=tuple(args.channels), decoder_convs=tuple(args.decoder_convs), lr=args.lr,
-                       seed=args.seed, modality_dropout=args.modality_dropout, max_minutes=args.max_minutes,
+                       seed=args.seed, modality_dropout=args.modality_dropout, carvemix=args.carvemix, max_minutes=args.max_minutes,
                        device=args.device,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                        init_weights=args.init_weights, norm=args.norm)

@@ -3,7 +3,9 @@
 Data stay on the training device as float16 volumes; each step draws patches with MONAI's
 ``RandCropByLabelClassesd`` (class ratios background : NCR : ED : ET = 1 : 1 : 1 : 2, so small
 enhancing regions are found), then MONAI augmentation (affine, flips, intensity scale and shift,
-and modality dropout of T1, T2 or both so a study with only T1ce and FLAIR still segments).
+and modality dropout of T1, T2 or both so a study with only T1ce and FLAIR still segments). With
+``carvemix`` > 0 that share of patches comes from a brain with another case's real tumour pasted in
+(:mod:`.carvemix`).
 Loss: MONAI ``DiceCELoss`` (Dice + binary cross-entropy over the sigmoid regions WT, TC, ET) under
 ``DeepSupervisionLoss``.
 Optimiser AdamW with polynomial decay. Everything random is drawn from ``seed`` (and the rank),
@@ -121,13 +123,24 @@ class PatchSampler:
             self.items.append({"image": image_t, "label": classes_t, "target": targets_t, "indices": indices})
         self.augment = make_augmentation(config, device)
         self.augment.set_random_state(seed=rank_seed)
+        self.donors = []
+        if config.carvemix:
+            from .carvemix import donors_from
+
+            self.donors = donors_from(self.items, list(cases))
 
     def batch(self):
         images, labels = [], []
         for _ in range(self.config.batch_size):
             item = self.items[self.rng.randint(len(self.items))]
-            sample = self.augment({"image": item["image"].float(), "label": item["label"],
-                                   "target": item["target"].float(), "indices": item["indices"]})
+            data = {"image": item["image"].float(), "label": item["label"], "target": item["target"].float(),
+                    "indices": item["indices"]}
+            if self.donors and self.rng.rand() < self.config.carvemix:
+                from .carvemix import carve_mix
+
+                mixed = carve_mix(data, self.donors[self.rng.randint(len(self.donors))], self.rng)
+                data = mixed if mixed is not None else data
+            sample = self.augment(data)
             sample = sample[0] if isinstance(sample, list) else sample
             image = torch.as_tensor(sample["image"])
             if self.config.modality_dropout and self.rng.rand() < self.config.modality_dropout:
