@@ -15,7 +15,10 @@ cohort folder), in the same run, three ways, each with ``--threads`` CPU threads
 3. **batch, 2 workers**: ``--workers 2 --threads-per-worker THREADS/2`` (at least 1).
 
 Each is timed as a whole process (or the loop as a whole), from its start to its exit, cluster start
-and shutdown included. ``batch`` also measures and scores nothing more than ``segment`` does beyond
+and shutdown included (``studies_per_hour``). For ``batch`` also with warm workers, the target's terms
+(``warm_studies_per_hour``): the studies finished after each worker's first (which pays the model
+loading), over the time from that point to the last, taken from the JSON progress lines as they arrive;
+it is the rate a long cohort approaches, where the start-up is shared by hundreds of studies. ``batch`` also measures and scores nothing more than ``segment`` does beyond
 the tumour features (no ages are given), so the comparison is segmentation against segmentation.
 Peak resident memory: of each ``segment`` child from ``os.wait4``; of each batch worker by sampling
 the batch process's descendants with psutil every 0.2 s (installed with dask.distributed), keeping
@@ -60,23 +63,30 @@ def gliomasuite(*arguments) -> list:
     return [sys.executable, "-m", "gliomasuite", *map(str, arguments)]
 
 
-def run_child(command, env, log: Path, sample_descendants: bool = False) -> dict:
-    """One child process timed from start to exit; its peak RSS from wait4, and optionally each descendant's."""
+def run_child(command, env, log: Path, sample_descendants: bool = False, done_times: list = None) -> dict:
+    """One child process timed from start to exit; its peak RSS from wait4, and optionally each descendant's.
+    ``done_times``: filled with the seconds from start at which each study finished, read from the child's
+    JSON progress lines (``--json-progress``) as they arrive."""
     peaks = {}
     with open(log, "w") as stream:
         start = time.perf_counter()
-        proc = subprocess.Popen(command, env=env, stdout=stream, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE if done_times is not None else stream,
+                                stderr=subprocess.STDOUT, cwd=REPO, text=True)
         stop = threading.Event()
-        sampler = None
+        sampler = reader = None
         if sample_descendants:
             sampler = threading.Thread(target=_sample, args=(proc.pid, peaks, stop), daemon=True)
             sampler.start()
+        if done_times is not None:
+            reader = threading.Thread(target=_read_progress, args=(proc.stdout, stream, start, done_times), daemon=True)
+            reader.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         stop.set()
         if sampler:
             sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        if reader:
+            reader.join()
     # wait4's ru_maxrss is the largest of the child and the descendants it reaped (a batch's workers).
     run = {"exit_status": proc.returncode, "wall_s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
            "cpu_s": round(usage.ru_utime + usage.ru_stime, 1)}
@@ -86,6 +96,18 @@ def run_child(command, env, log: Path, sample_descendants: bool = False) -> dict
     if proc.returncode != 0:
         run["log_tail"] = log.read_text()[-2000:]
     return run
+
+
+def _read_progress(pipe, log, start: float, done_times: list) -> None:
+    """Copy the child's output to ``log``; note when each "N/M studies done" progress line arrived."""
+    for line in pipe:
+        log.write(line)
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "progress" and " studies done" in record.get("message", ""):
+            done_times.append(round(time.perf_counter() - start, 3))
 
 
 def _sample(pid: int, peaks: dict, stop: threading.Event) -> None:
@@ -141,14 +163,18 @@ def main(argv=None):
         batches = {}
         for workers in (1, 2):
             threads = max(1, args.threads // workers)
-            run = run_child(gliomasuite("batch", cohort, "-o", work / f"batch{workers}", "--workers", workers,
-                                        "--threads-per-worker", threads),
-                            child_env(args.threads), work / f"batch{workers}.log", sample_descendants=True)
+            done_times = []
+            run = run_child(gliomasuite("--json-progress", "batch", cohort, "-o", work / f"batch{workers}",
+                                        "--workers", workers, "--threads-per-worker", threads),
+                            child_env(args.threads), work / f"batch{workers}.log", sample_descendants=True,
+                            done_times=done_times)
             rows = _rows(work / f"batch{workers}" / "cohort.csv")
             run.update(workers=workers, threads_per_worker=threads, ok=sum(r["status"] == "ok" for r in rows),
                        per_study_s=[float(r["elapsed_s"]) for r in rows if r["elapsed_s"]],
                        worker_peak_rss_mb=run["descendants_peak_rss_mb"][:workers],
-                       studies_per_hour=per_hour(len(cases), run["wall_s"]))
+                       studies_per_hour=per_hour(len(cases), run["wall_s"]), study_done_at_s=done_times)
+            if len(done_times) > workers:  # warm: after each worker's first study (which loads the model)
+                run["warm_studies_per_hour"] = per_hour(len(done_times) - workers, done_times[-1] - done_times[workers - 1])
             batches[f"batch_{workers}_worker{'s' if workers > 1 else ''}"] = run
             print(f"batch, {workers} worker(s): {run['wall_s']} s, {run['ok']} ok", file=log)
 
@@ -166,7 +192,8 @@ def main(argv=None):
                    f"({loop_wall:.1f} s; peak RSS per process {result['loop']['peak_rss_mb_max']} MB)"]
         for name, run in batches.items():
             mean = sum(run["per_study_s"]) / max(1, len(run["per_study_s"]))
-            summary.append(f"  {name:>15}: {run['studies_per_hour']:7.1f} studies/h ({run['wall_s']} s; {mean:.1f} s "
+            summary.append(f"  {name:>15}: {run['studies_per_hour']:7.1f} studies/h ({run['wall_s']} s; warm workers "
+                           f"{run.get('warm_studies_per_hour')} studies/h; {mean:.1f} s "
                            f"per study in a worker; peak RSS per worker {run['worker_peak_rss_mb']} MB, driver "
                            f"{run['driver_peak_rss_mb']} MB)")
         text = json.dumps(result, indent=1)

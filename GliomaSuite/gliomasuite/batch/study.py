@@ -149,11 +149,12 @@ def _registered(name: str, models: dict) -> dict:
 def model_fingerprint(model: Optional[str]) -> dict:
     """What identifies a segmentation model: its registry entry (members and weights' SHA-256) or its file's
     SHA-256. The default is the pair the modalities choose between."""
-    from ..segmentation.inference import DEFAULT_MODEL, REDUCED_MODEL
+    from ..registry import DEFAULT_SEGMENTATION_MODEL, REDUCED_SEGMENTATION_MODEL  # not via inference: no torch here
 
     models = load_registry(REGISTRY)["models"] if REGISTRY.exists() else {}
     if model is None:
-        return {"default": [_registered(m, models) for m in (DEFAULT_MODEL, REDUCED_MODEL) if m in models]}
+        return {"default": [_registered(m, models) for m in (DEFAULT_SEGMENTATION_MODEL, REDUCED_SEGMENTATION_MODEL)
+                            if m in models]}
     if model in models:
         return _registered(model, models)
     if Path(model).is_file():
