@@ -186,6 +186,38 @@ def test_the_network_reads_a_series_in_order_and_any_modality_may_be_missing():
     assert x[0, :, 5].min() == 1.0 and x[0, :, 4].max() == 0.0
 
 
+def test_thick_slice_augmentation_looks_like_a_thick_slice_scan_after_the_follow_ups_resampling():
+    """Training degrades some simulated 2 mm series to thick slices; what it makes must resemble what the
+    inference path (``_on``: smoothing and linear resampling to the 2 mm cube) makes of a scan really
+    acquired in 6 mm slabs, much more than the untouched 2 mm scan does."""
+    from scipy.ndimage import gaussian_filter
+
+    from gliomasuite.recurrence.dataset import thick_slices
+    from gliomasuite.recurrence.inference import _on
+
+    rng = np.random.default_rng(0)
+    field = gaussian_filter(rng.normal(size=(48, 48, 48)), 2.0).astype(np.float32)
+    thin = sitk.GetImageFromArray(field)
+    thin.SetSpacing((2.0, 2.0, 2.0))
+    slabs = field.reshape(16, 3, 48, 48).mean(axis=1)  # each 6 mm slice the mean of its three 2 mm voxels
+    thick = sitk.GetImageFromArray(slabs)
+    thick.SetSpacing((2.0, 2.0, 6.0))
+    thick.SetOrigin((0.0, 0.0, 2.0))  # the first slab's centre is the second 2 mm voxel's
+    seen_thin, seen_thick = _on(thin, thin), _on(thin, thick)
+    x = np.zeros((1, 10, 48, 48, 48), np.float32)
+    x[0, 1] = seen_thin
+    augmented = thick_slices(x, 3, 1)[0, 1]
+    inner = (slice(4, 44),) * 3
+    assert np.abs(augmented - seen_thick)[inner].mean() < 0.3 * np.abs(seen_thin - seen_thick)[inner].mean()
+    # flags and intervals are untouched, the mask stays binary
+    x[0, 5] = 1.0
+    x[0, 8, 20:23, 10:20, 10:20] = 1.0
+    x[0, 9] = 0.9
+    out = thick_slices(x, 3, 1)[0]
+    assert np.array_equal(out[5], x[0, 5]) and np.array_equal(out[9], x[0, 9])
+    assert set(np.unique(out[8])) <= {0.0, 1.0} and out[8].any()
+
+
 def test_weights_round_trip_and_a_tampered_or_pickled_file_is_refused(tmp_path):
     torch.manual_seed(0)
     net = RecurrenceNet().eval()

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, List, Optional, Sequence
 import numpy as np
 
 from ..errors import GliomaSuiteError
+from ..modalities import MODALITIES
 from .simulate import SIMULATOR_VERSION, SimulatedSeries, load_baseline, simulate_series
 
 
@@ -83,13 +84,61 @@ def load_series(path) -> dict:
     return out
 
 
-class SeriesSamples:
-    """Training samples (visits j..k of a series, (j, k) in ``windows``) as tensors for :class:`RecurrenceNet`."""
+#: Share of augmented training samples whose scans are given thick slices (see :func:`thick_slices`).
+THICK_SLICE_SHARE = 0.35
+#: Slice spacings drawn for them, in network voxels (2 mm): 4, 6 or 8 mm apart.
+THICK_SLICE_VOXELS = (2, 3, 4)
 
-    def __init__(self, paths: Iterable[Path], windows=WINDOWS, augment: bool = False, seed: int = 0):
+
+def thick_slices(x: np.ndarray, spacing: int, offset: int, axis: int = 2) -> np.ndarray:
+    """``x`` (T, C, Z, Y, X) series inputs as if each scan had been acquired in slices ``spacing`` voxels
+    apart and as thick (each slice the mean of its slab), then interpolated linearly back to the grid, as the
+    follow-up's resampling does with a clinical 2D scan (many post-treatment T1ce scans have 5 mm slices;
+    the simulations are made at 2 mm). Image and mask channels are degraded; the mask is re-thresholded at
+    0.5; flags and intervals are left alone."""
+    from scipy.ndimage import uniform_filter1d
+
+    from .inputs import CHANNELS_PER_VISIT
+
+    n = x.shape[axis]
+    centres = np.arange(offset % spacing, n, spacing)
+    if len(centres) < 2:
+        return x
+    position = np.clip(np.arange(n, dtype=np.float64), centres[0], centres[-1])
+    upper = np.clip(np.searchsorted(centres, position, side="right"), 1, len(centres) - 1)
+    lower = upper - 1
+    weight = ((position - centres[lower]) / (centres[upper] - centres[lower])).astype(np.float32)
+    shape = [1] * x.ndim
+    shape[axis] = n
+    weight = weight.reshape(shape)
+    out = x.copy()
+    image_channels = list(range(len(MODALITIES)))
+    mask_channel = 2 * len(MODALITIES)
+    assert x.shape[1] == CHANNELS_PER_VISIT
+    for c in image_channels + [mask_channel]:
+        slab = uniform_filter1d(x[:, c], size=spacing, axis=axis - 1, mode="nearest")
+        sampled = np.take(slab, centres, axis=axis - 1)
+        a, b = np.take(sampled, lower, axis=axis - 1), np.take(sampled, upper, axis=axis - 1)
+        w = weight[0]
+        value = a * (1 - w) + b * w
+        if c == mask_channel:
+            value = (value >= 0.5).astype(np.float32)
+        out[:, c] = value
+    return out
+
+
+class SeriesSamples:
+    """Training samples (visits j..k of a series, (j, k) in ``windows``) as tensors for :class:`RecurrenceNet`.
+
+    ``augment``: left-right and front-back flips, and for :data:`THICK_SLICE_SHARE` of the samples
+    :func:`thick_slices` along the axial axis (``thick_share`` overrides the share)."""
+
+    def __init__(self, paths: Iterable[Path], windows=WINDOWS, augment: bool = False, seed: int = 0,
+                 thick_share: Optional[float] = None):
         self.series = [load_series(p) for p in paths]
         self.items = [(i, window) for i in range(len(self.series)) for window in windows]
         self.augment = augment
+        self.thick_share = THICK_SLICE_SHARE if thick_share is None else thick_share
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -102,6 +151,9 @@ class SeriesSamples:
         s = self.series[i]
         x = series_inputs(s["images"][j:k + 1], s["available"][j:k + 1], s["masks"][j:k + 1], s["days"][j:k + 1])
         target = s["truth"][k + 1].astype(np.float32)[None]
+        if self.augment and self.thick_share and self.rng.random() < self.thick_share:
+            spacing = int(self.rng.choice(THICK_SLICE_VOXELS))
+            x = thick_slices(x, spacing, int(self.rng.integers(spacing)))
         if self.augment:  # left-right and front-back flips: a tumour's side says nothing of its course
             for axis in (2, 3):
                 if self.rng.random() < 0.5:
