@@ -23,6 +23,7 @@ file, a missing modality) makes an error row at once and the cohort goes on.
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -220,6 +221,7 @@ def run_cohort(cohort: Cohort, out, settings: StudySettings, cluster: ClusterSet
         threads = max(1, _cpus() // cluster.workers)
     workers = 0
     if todo:
+        threading.Thread(target=table.preload_parquet, daemon=True).start()
         with (nullcontext(client) if client is not None else connect(cluster)) as dask_client:
             claim_output(out, cohort, action, note)
             remove_leftovers(out / STUDIES_FOLDER)

@@ -121,6 +121,17 @@ class CohortTable:
                 os.remove(tmp)
         return path
 
+    @staticmethod
+    def preload_parquet() -> None:
+        """Import pyarrow and what its Parquet writer pulls in (pandas, about 0.6 s), so that the table's
+        last write does not wait for it; run in a thread while the workers segment and the driver waits."""
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet  # noqa: F401
+            pa.array([0.0]).to_pandas()  # the writer's pandas metadata imports pandas
+        except ImportError:
+            pass
+
     def write_parquet(self, folder) -> Optional[Path]:
         """``cohort.parquet``, or None when pyarrow is not installed."""
         try:
