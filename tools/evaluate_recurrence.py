@@ -307,8 +307,11 @@ def main():
     torch.set_num_threads(2)
     report = {"weights": args.weights or "shipped", "simulated_held_out": simulated(model, meta, sim_dir, data_dir, args.figure),
               "real_progression_pairs": real_pairs(model, data_dir, args.slice_mm)}
-    if not args.weights:
-        report["moved_copy"] = moved_copies(data_dir, meta["validation_cases"][:args.moved_cases])
+    if args.weights:  # the follow-up runs the candidate in place of the shipped model (same pipeline otherwise)
+        import gliomasuite.recurrence.inference as inference
+
+        inference.load_recurrence_model = lambda name=None: (model, {"file": args.weights})
+    report["moved_copy"] = moved_copies(data_dir, meta["validation_cases"][:args.moved_cases])
     text = json.dumps(report, indent=1)
     if args.output:
         Path(args.output).write_text(text + "\n")

@@ -2,7 +2,7 @@
 register it (file, SHA-256, card, version) in models.json's "recurrence" section, which the follow-up
 reads (gliomasuite.recurrence.inference). The card (NAME.md) is written by hand beside it.
 
-    .venv/bin/python tools/register_recurrence_model.py RUN/recurrence.npz [--name recurrence-sim-v1] [--version 1.0.0]
+    .venv/bin/python tools/register_recurrence_model.py RUN/recurrence.npz [--name recurrence-sim-v2] [--version 2.0.0]
 """
 
 import argparse
@@ -22,7 +22,7 @@ from gliomasuite.segmentation.weights import sha256  # noqa: E402
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights")
-    parser.add_argument("--name", default="recurrence-sim-v1")
+    parser.add_argument("--name", default="recurrence-sim-v2")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--train-log", help="the run's train-log.jsonl, shipped beside the weights")
     args = parser.parse_args()

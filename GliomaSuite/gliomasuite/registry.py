@@ -19,7 +19,7 @@ DEFAULT_SEGMENTATION_MODEL = "vnet-brats-cv4-v1"
 #: Chosen instead of the default for a study without T1 or T2 (trained with those modalities dropped).
 REDUCED_SEGMENTATION_MODEL = "vnet-brats-reduced-v2"
 DEFAULT_SURVIVAL_MODEL = "survival-brats2020-v1"
-DEFAULT_RECURRENCE_MODEL = "recurrence-sim-v1"
+DEFAULT_RECURRENCE_MODEL = "recurrence-sim-v2"
 
 
 def load_registry(path: Path = REGISTRY) -> dict:

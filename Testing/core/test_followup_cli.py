@@ -123,7 +123,7 @@ def test_dated_t1ce_scans_get_a_recurrence_probability_and_a_where_next_map(tmp_
     recurrence = json.loads((out / "followup.json").read_text())["recurrence"]
     assert recurrence["available"] and 0.0 <= recurrence["probability"] <= 1.0 and recurrence["threshold"] == 0.5
     assert recurrence["called"] == (recurrence["probability"] >= 0.5) and recurrence["reasons"] == []
-    assert recurrence["model"] == "recurrence-sim-v1" and "card" in recurrence and recurrence["limits"]
+    assert recurrence["model"] == "recurrence-sim-v2" and "card" in recurrence and recurrence["limits"]
     assert last["result"]["recurrence_probability"] == recurrence["probability"]
     probability_map = sitk.ReadImage(str(out / recurrence["map"]))
     baseline = sitk.ReadImage(str(scans[0]))

@@ -26,7 +26,7 @@ SHIPPED = ("gliomasuite/models/models.json", "gliomasuite/models/vnet-brats-v2.n
            "gliomasuite/models/vnet-brats-reduced-v2.npz", "gliomasuite/models/survival-brats2020-v1.json",
            "gliomasuite/models/survival-brats2020-v1-reduced.json", "gliomasuite/models/vnet-brats-cv4-v1.md",
            "gliomasuite/models/vnet-brats-cv4-f0.npz", "gliomasuite/models/vnet-brats-cv4-f3.npz",
-           "gliomasuite/models/recurrence-sim-v1.npz", "gliomasuite/models/recurrence-sim-v1.md")
+           "gliomasuite/models/recurrence-sim-v2.npz", "gliomasuite/models/recurrence-sim-v2.md")
 
 
 def _run(*command, cwd, timeout=600, env=None):
@@ -91,7 +91,7 @@ def test_the_installed_package_segments_the_demo_study_and_scores_survival(insta
     assert demo["gliomasuite_version"]
     # The demo's follow-up ran the recurrence model from the installed package's own files.
     recurrence = json.loads((work / "demo" / "followup" / "followup.json").read_text())["recurrence"]
-    assert recurrence["model"] == "recurrence-sim-v1" and 0.0 <= recurrence["probability"] <= 1.0
+    assert recurrence["model"] == "recurrence-sim-v2" and 0.0 <= recurrence["probability"] <= 1.0
     assert (work / "demo" / "followup" / recurrence["map"]).is_file()
 
     done = _run(gliomasuite, "--json-progress", "segment", "demo/study", "-o", "seg.nii.gz", cwd=work, env=env)
