@@ -230,7 +230,9 @@ def _method(fixed_mask, moving_mask, shrink_factors, smoothing_sigmas_mm, iterat
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     # One thread: the metric's per-thread partial sums are added in whatever order the threads finish, so
     # with several the same input gave transforms differing by 1e-4 (and test_the_same_input_gives_the_same
-    # _transform failed about one run in two). On the 2 mm working images one thread is fast enough.
+    # _transform failed about one run in two). On the 2 mm working images one thread is fast enough. The
+    # method's own setting is not enough (parts of the metric take ITK's global default: 10 different
+    # transforms in 12 runs of one input with it at 2), so _execute also sets that to 1 while it runs.
     method.SetNumberOfThreads(1)
     return method
 
@@ -240,6 +242,8 @@ def _execute(method, initial, fixed, moving) -> Tuple[sitk.Transform, int]:
     method.SetInitialTransform(initial, inPlace=True)
     count = [0]
     method.AddCommand(sitk.sitkIterationEvent, lambda: count.__setitem__(0, count[0] + 1))
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # the same input, the same transform (see _method)
     try:
         method.Execute(fixed, moving)
     except RuntimeError as error:
@@ -247,6 +251,8 @@ def _execute(method, initial, fixed, moving) -> Tuple[sitk.Transform, int]:
         if "samples" in str(error).lower():
             raise GliomaSuiteError(_NO_OVERLAP) from error
         raise
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     return initial, count[0]
 
 
