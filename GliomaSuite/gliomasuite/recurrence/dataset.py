@@ -16,7 +16,6 @@ from typing import Callable, Iterable, List, Optional, Sequence
 import numpy as np
 
 from ..errors import GliomaSuiteError
-from ..modalities import MODALITIES
 from .simulate import SIMULATOR_VERSION, SimulatedSeries, load_baseline, simulate_series
 
 
@@ -98,7 +97,7 @@ def thick_slices(x: np.ndarray, spacing: int, offset: int, axis: int = 2) -> np.
     0.5; flags and intervals are left alone."""
     from scipy.ndimage import uniform_filter1d
 
-    from .inputs import CHANNELS_PER_VISIT
+    from .inputs import IMAGE_CHANNELS, MASK_CHANNEL
 
     n = x.shape[axis]
     centres = np.arange(offset % spacing, n, spacing)
@@ -107,23 +106,15 @@ def thick_slices(x: np.ndarray, spacing: int, offset: int, axis: int = 2) -> np.
     position = np.clip(np.arange(n, dtype=np.float64), centres[0], centres[-1])
     upper = np.clip(np.searchsorted(centres, position, side="right"), 1, len(centres) - 1)
     lower = upper - 1
-    weight = ((position - centres[lower]) / (centres[upper] - centres[lower])).astype(np.float32)
     shape = [1] * x.ndim
     shape[axis] = n
-    weight = weight.reshape(shape)
+    weight = ((position - centres[lower]) / (centres[upper] - centres[lower])).astype(np.float32).reshape(shape)
+    channels = list(IMAGE_CHANNELS) + [MASK_CHANNEL]
+    sampled = np.take(uniform_filter1d(x[:, channels], size=spacing, axis=axis, mode="nearest"), centres, axis=axis)
+    value = np.take(sampled, lower, axis=axis) * (1 - weight) + np.take(sampled, upper, axis=axis) * weight
+    value[:, -1] = value[:, -1] >= 0.5  # the mask
     out = x.copy()
-    image_channels = list(range(len(MODALITIES)))
-    mask_channel = 2 * len(MODALITIES)
-    assert x.shape[1] == CHANNELS_PER_VISIT
-    for c in image_channels + [mask_channel]:
-        slab = uniform_filter1d(x[:, c], size=spacing, axis=axis - 1, mode="nearest")
-        sampled = np.take(slab, centres, axis=axis - 1)
-        a, b = np.take(sampled, lower, axis=axis - 1), np.take(sampled, upper, axis=axis - 1)
-        w = weight[0]
-        value = a * (1 - w) + b * w
-        if c == mask_channel:
-            value = (value >= 0.5).astype(np.float32)
-        out[:, c] = value
+    out[:, channels] = value
     return out
 
 

@@ -11,6 +11,9 @@ import numpy as np
 from ..modalities import MODALITIES
 
 CHANNELS_PER_VISIT = 2 * len(MODALITIES) + 2
+#: Channel layout per visit: the sequences, their flags, the mask, the interval.
+IMAGE_CHANNELS = tuple(range(len(MODALITIES)))
+MASK_CHANNEL = 2 * len(MODALITIES)
 DAYS_SCALE = 100.0
 #: Intervals the model was trained on (simulated visits are 2-4 months apart, the first 3-8 weeks after RT).
 MAX_INTERVAL_DAYS = 200.0
@@ -32,8 +35,8 @@ def visit_channels(images: np.ndarray, available: np.ndarray, mask: np.ndarray, 
         if available[i]:
             out[i] = normalise(images[i])
             out[len(MODALITIES) + i] = 1.0
-    out[2 * len(MODALITIES)] = mask > 0
-    out[2 * len(MODALITIES) + 1] = days_since_previous / DAYS_SCALE
+    out[MASK_CHANNEL] = mask > 0
+    out[MASK_CHANNEL + 1] = days_since_previous / DAYS_SCALE
     return out
 
 

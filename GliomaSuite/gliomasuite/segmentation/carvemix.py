@@ -70,9 +70,7 @@ def carve_mix(item: dict, donor: Donor, rng: np.random.RandomState) -> Optional[
     uses the item as it is). The result has no precomputed patch indices: the patch sampler recomputes
     them from the mixed label map."""
     lam = rng.uniform(*LAMBDA_RANGE)
-    region = (donor.distance <= lam) & donor.brain
-    if not region.any():
-        region = (donor.distance <= 0) & donor.brain
+    region = (donor.distance <= lam) & donor.brain  # lam >= -1: always the whole lesion (distance <= -1)
     flips = [d for d in (0, 1, 2) if rng.rand() < 0.5]
     image, classes, targets = donor.image, donor.classes, donor.targets
     if flips:

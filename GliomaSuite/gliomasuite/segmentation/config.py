@@ -78,7 +78,8 @@ def config_from_arguments(args, cache, out, cases=None) -> TrainConfig:
     return TrainConfig(cache=str(cache), out=str(out), cases=cases, iterations=args.iterations,
                        batch_size=args.batch_size, patch=tuple(args.patch), downsample=args.downsample,
                        channels=tuple(args.channels), decoder_convs=tuple(args.decoder_convs), lr=args.lr,
-                       seed=args.seed, modality_dropout=args.modality_dropout, carvemix=args.carvemix, max_minutes=args.max_minutes,
+                       seed=args.seed, modality_dropout=args.modality_dropout, carvemix=args.carvemix,
+                       max_minutes=args.max_minutes,
                        device=args.device,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
                        init_weights=args.init_weights, norm=args.norm)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .cache import cached_cases, load_case
+from .carvemix import carve_mix, donors_from
 from .config import TrainConfig, add_training_arguments, config_from_arguments  # noqa: F401 (re-exported)
 from .inference import choose_device
 from .vnet import VNet
@@ -123,11 +124,7 @@ class PatchSampler:
             self.items.append({"image": image_t, "label": classes_t, "target": targets_t, "indices": indices})
         self.augment = make_augmentation(config, device)
         self.augment.set_random_state(seed=rank_seed)
-        self.donors = []
-        if config.carvemix:
-            from .carvemix import donors_from
-
-            self.donors = donors_from(self.items, list(cases))
+        self.donors = donors_from(self.items, list(cases)) if config.carvemix else []
 
     def batch(self):
         images, labels = [], []
@@ -136,8 +133,6 @@ class PatchSampler:
             data = {"image": item["image"].float(), "label": item["label"], "target": item["target"].float(),
                     "indices": item["indices"]}
             if self.donors and self.rng.rand() < self.config.carvemix:
-                from .carvemix import carve_mix
-
                 mixed = carve_mix(data, self.donors[self.rng.randint(len(self.donors))], self.rng)
                 data = mixed if mixed is not None else data
             sample = self.augment(data)
