@@ -123,8 +123,8 @@ class CohortTable:
 
     @staticmethod
     def preload_parquet() -> None:
-        """Import pyarrow and what its Parquet writer pulls in (pandas, about 0.6 s), so that the table's
-        last write does not wait for it; run in a thread while the workers segment and the driver waits."""
+        """Import pyarrow and what its Parquet writer pulls in (pandas), so that the table's last write
+        does not wait for those imports; run in a thread while the workers segment and the driver waits."""
         try:
             import pyarrow as pa
             import pyarrow.parquet  # noqa: F401

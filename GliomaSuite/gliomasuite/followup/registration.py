@@ -231,8 +231,8 @@ def _method(fixed_mask, moving_mask, shrink_factors, smoothing_sigmas_mm, iterat
     # One thread: the metric's per-thread partial sums are added in whatever order the threads finish, so
     # with several the same input gave transforms differing by 1e-4 (and test_the_same_input_gives_the_same
     # _transform failed about one run in two). On the 2 mm working images one thread is fast enough. The
-    # method's own setting is not enough (parts of the metric take ITK's global default: 10 different
-    # transforms in 12 runs of one input with it at 2), so _execute also sets that to 1 while it runs.
+    # method's own setting is not enough (parts of the metric take ITK's global default, and with it at 2
+    # repeated runs of one input still gave different transforms), so _execute also sets that to 1 while it runs.
     method.SetNumberOfThreads(1)
     return method
 
