@@ -45,6 +45,18 @@ and with the shipped fold models::
     .venv/bin/python tools/cross_validate_segmentation.py compare --before docs/benchmarks/cv-longer-training.json \
         --out-json docs/benchmarks/cv-carvemix.json
 
+The 1 mm refinement lever (``gliomasuite/segmentation/refine.py``): each fold's 2 mm model gives coarse
+probabilities; a refiner per fold learns to redraw them at 1 mm from the fold's training cases, whose
+coarse inputs are out-of-fold where they can be (a CV case's from the fold model that never saw it; the
+base cases, in every fold's training, from the fold's own model); then each validation case is scored
+end to end with and without its fold's refiner::
+
+    .venv/bin/python tools/cross_validate_segmentation.py ceiling      # what 2 mm costs a perfect answer
+    .venv/bin/python tools/cross_validate_segmentation.py coarse --out .trainpack/cv-refine --threads 2
+    .venv/bin/python tools/cross_validate_segmentation.py train-refiner --out .trainpack/cv-refine --fold 0
+    .venv/bin/python tools/cross_validate_segmentation.py evaluate-refiner --out .trainpack/cv-refine \
+        --threads 2 --out-json docs/benchmarks/cv-refine.json
+
 ``evaluate`` segments each validation case end to end (``load_study`` -> ``segment_study``) with its
 fold's model, and with the current default on the same cases side by side, and writes per-case
 Dice / HD95 (BraTS conventions), bootstrap intervals, per-group means and the worst cases.
@@ -205,6 +217,156 @@ def train(out: Path, fold: int, k: int, threads: int, max_minutes: float, contin
     subprocess.run(command, check=True, env=env)
 
 
+#: The refiner's recipe (a 4-level V-Net at 1 mm on 64 mm patches, correcting the coarse logits).
+REFINER_RECIPE = ["--downsample", "1", "--patch", "64", "64", "64", "--channels", "8", "16", "32", "64",
+                  "--decoder-convs", "1", "1", "1", "--iterations", "400", "--lr", "1e-3", "--modality-dropout", "0.1",
+                  "--checkpoint-every", "50", "--log-every", "25"]
+
+
+def ceiling(cache: Path) -> dict:
+    """Mean and lowest Dice of each CV case's own expert label map pooled to 2 mm (region fractions), then
+    interpolated back to 1 mm as the networks' output is and thresholded at 0.5: what 2 mm voxels cost a
+    perfect answer."""
+    import numpy as np
+    import torch
+
+    from gliomasuite.segmentation.cache import load_case
+    from gliomasuite.segmentation.training import downsample_case, labels_to_regions
+
+    scores = []
+    for case in CV:
+        _, labels = load_case(cache, case)
+        classes = torch.from_numpy(np.select([labels == 1, labels == 2, labels == 4], [1, 2, 3], 0).astype(np.uint8))[None]
+        truth = labels_to_regions(classes) > 0
+        _, _, coarse = downsample_case(torch.zeros((1,) + labels.shape), classes, 2)
+        up = torch.nn.functional.interpolate(coarse[None], scale_factor=2, mode="trilinear", align_corners=False)[0]
+        up = up[:, : labels.shape[0], : labels.shape[1], : labels.shape[2]] > 0.5
+        scores.append([float(2 * (up[r] & truth[r]).sum() / (up[r].sum() + truth[r].sum())) if truth[r].any()
+                       else float("nan") for r in range(3)])
+    scores = np.array(scores)
+    return {r: {"dice_mean": float(np.nanmean(scores[:, i])), "dice_min": float(np.nanmin(scores[:, i]))}
+            for i, r in enumerate(("WT", "TC", "ET"))}
+
+
+def coarse_predictions(out: Path, k: int, threads: int, cv_run: Path) -> None:
+    """Each fold model's coarse probabilities (no flips) on the cached crops that its fold's refiner trains on
+    or that fill in for other folds: its own validation cases (out-of-fold, ``coarse/oof``) and every base
+    case (``coarse/fold<j>``); then each fold's folder of links, ``fold<k>/coarse``."""
+    import lzma
+
+    import numpy as np
+    import torch
+
+    from gliomasuite.segmentation.cache import load_case
+    from gliomasuite.segmentation.inference import load_model, network_for, predict_probabilities
+
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    cache = cv_run / "cache"
+    if not (out / "cache").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cache").symlink_to(cache.resolve())
+
+    def write(path: Path, probs) -> None:
+        tmp = path.with_suffix(".part")
+        with lzma.open(tmp, "wb", preset=6) as f:
+            np.save(f, np.round(probs * 255).astype(np.uint8), allow_pickle=False)
+        tmp.replace(path)
+
+    for j, held in enumerate(folds(k)):
+        model, _ = load_model(str(cv_run / f"fold{j}" / "vnet.npz"))
+        net, _, _ = network_for(model, device)
+        for source, cases in (("oof", held), (f"fold{j}", BASE)):
+            folder = out / "coarse" / source
+            folder.mkdir(parents=True, exist_ok=True)
+            for case in cases:
+                path = folder / f"{case}_coarse.npy.xz"
+                if not path.exists():
+                    image, _ = load_case(cache, case)
+                    write(path, predict_probabilities(net, image, device))
+                    print(f"fold {j} {source} {case}", flush=True)
+    for fold in range(k):
+        links = out / f"fold{fold}" / "coarse"
+        links.mkdir(parents=True, exist_ok=True)
+        for case in refiner_cases(fold, k):
+            link = links / f"{case}_coarse.npy.xz"
+            source = out / "coarse" / (f"fold{fold}" if case in BASE else "oof") / link.name
+            if not link.exists():
+                link.symlink_to(source.resolve())
+
+
+def refiner_cases(fold: int, k: int):
+    """The real labelled cases fold ``fold``'s refiner trains on: the base cases and the other folds' CV cases."""
+    return sorted(BASE + [c for c in CV if c not in folds(k)[fold]])
+
+
+def train_refiner(out: Path, fold: int, k: int, threads: int, max_minutes: float) -> None:
+    run = out / f"fold{fold}"
+    cases = refiner_cases(fold, k)
+    (run / "split.json").write_text(json.dumps({"fold": fold, "folds": k, "validation": folds(k)[fold],
+                                                "training": cases, "recipe": REFINER_RECIPE, "seed": fold}, indent=1))
+    command = [sys.executable, "-m", "gliomasuite.segmentation.training", "--cache", str(out / "cache"),
+               "--out", str(run), "--cases", *cases, *REFINER_RECIPE, "--coarse", str(run / "coarse"),
+               "--seed", str(fold), "--threads", str(threads), "--export", str(run / "refiner.npz")]
+    if max_minutes:
+        command += ["--max-minutes", str(max_minutes)]
+    if (run / "checkpoint.pt").exists():
+        command.append("--resume")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "GliomaSuite"), OMP_NUM_THREADS=str(threads))
+    subprocess.run(command, check=True, env=env)
+
+
+def evaluate_refiner(out: Path, k: int, out_json, threads: int, cv_run: Path) -> dict:
+    """Each validation case end to end by its fold's 2 mm model alone and then refined by its fold's refiner
+    (neither saw the case), with the paired difference per region."""
+    import SimpleITK as sitk
+    import torch
+
+    from gliomasuite.labels import volumes_cm3
+    from gliomasuite.metrics import evaluate_labels
+    from gliomasuite.preprocess import prepare, restore_labels
+    from gliomasuite.segmentation.inference import load_model, network_for, postprocess, predict_probabilities
+    from gliomasuite.segmentation.refine import refine_probabilities
+    from gliomasuite.study import find_segmentation, load_study
+
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    cases = {}
+    for i, held in enumerate(folds(k)):
+        refiner_file = out / f"fold{i}" / "refiner.npz"
+        if not refiner_file.exists():
+            print(f"fold {i}: no {refiner_file}; its cases are not scored")
+            continue
+        net, _, _ = network_for(load_model(str(cv_run / f"fold{i}" / "vnet.npz"))[0], device)
+        refiner, _, _ = network_for(load_model(str(refiner_file))[0], device)
+        for case in held:
+            folder = case_folder(case)
+            truth_image = sitk.ReadImage(str(find_segmentation(folder)))
+            truth = sitk.GetArrayFromImage(truth_image)
+            prepared = prepare(load_study(folder).images)
+
+            def score(probs):
+                labels = sitk.GetArrayFromImage(restore_labels(postprocess(probs, prepared.brain), prepared))
+                return evaluate_labels(labels, truth, spacing=truth_image.GetSpacing()[::-1])
+
+            start = time.perf_counter()
+            plain = predict_probabilities(net, prepared.array, device)
+            middle = time.perf_counter()
+            refined = refine_probabilities([refiner], prepared.array, plain, device)
+            seconds = {"coarse": round(middle - start, 2), "refiner": round(time.perf_counter() - middle, 2)}
+            cases[case] = {"fold": i, "group": group(case), "truth_cm3": volumes_cm3(truth, truth_image.GetSpacing()),
+                           "fold_model": score(plain), "fold_model_refined": score(refined), "seconds": seconds}
+            print(f"fold {i} {case:24s} " + "  ".join(
+                f"{r} {cases[case]['fold_model'][r]['dice']:.3f} -> {cases[case]['fold_model_refined'][r]['dice']:.3f}"
+                for r in ("WT", "TC", "ET")) + f"  {seconds}", flush=True)
+    result = {"folds": folds(k), "recipe": REFINER_RECIPE, "coarse_models": str(cv_run), "cases": cases,
+              "paired": paired(cases, "fold_model", "fold_model_refined")}
+    if out_json:
+        Path(out_json).write_text(json.dumps(result, indent=1, default=float))
+    print(json.dumps(result["paired"], indent=1, default=float))
+    return result
+
+
 def _uncertainty_scores(labels, truth, brain, uncertainty):
     """How well the uncertainty map points at the wrong voxels of one case (prepared crop grid).
 
@@ -241,19 +403,27 @@ def _uncertainty_scores(labels, truth, brain, uncertainty):
 def compare(before_json, after_json) -> dict:
     """Per-case paired difference of the fold models' Dice between two ``evaluate`` outputs over the same
     folds (e.g. the shipped recipe and the longer-training lever), with 95 % bootstrap intervals."""
+    before, after = (json.loads(Path(p).read_text()) for p in (before_json, after_json))
+    if before["folds"] != after["folds"]:
+        raise SystemExit("The two runs did not use the same folds.")
+    names = sorted(set(before["cases"]) & set(after["cases"]))
+    merged = {c: {"before": before["cases"][c]["fold_model"], "after": after["cases"][c]["fold_model"]} for c in names}
+    return {"before": str(before_json), "after": str(after_json), **paired(merged, "before", "after")}
+
+
+def paired(cases: dict, before_key: str, after_key: str) -> dict:
+    """Per-case paired difference of Dice between two results of each case (``cases[c][key][region]``), with
+    95 % bootstrap intervals, the cases each way and the mean over the three regions."""
     import numpy as np
 
     sys.path.insert(0, str(ROOT / "tools"))
     from validation_intervals import bootstrap_mean
 
-    before, after = (json.loads(Path(p).read_text()) for p in (before_json, after_json))
-    if before["folds"] != after["folds"]:
-        raise SystemExit("The two runs did not use the same folds.")
-    names = sorted(set(before["cases"]) & set(after["cases"]))
-    result = {"cases": len(names), "before": str(before_json), "after": str(after_json)}
+    names = sorted(cases)
+    result = {"cases": len(names)}
     for r in ("WT", "TC", "ET"):
-        b = np.array([before["cases"][c]["fold_model"][r]["dice"] for c in names])
-        a = np.array([after["cases"][c]["fold_model"][r]["dice"] for c in names])
+        b = np.array([cases[c][before_key][r]["dice"] for c in names])
+        a = np.array([cases[c][after_key][r]["dice"] for c in names])
         mean, low, high = bootstrap_mean(a - b)
         result[r] = {"before": float(b.mean()), "after": float(a.mean()), "difference": mean,
                      "difference_ci95": [low, high], "better_cases": int((a > b).sum()),
@@ -459,7 +629,8 @@ def register(out: Path, k: int) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate", "register", "tables", "compare"])
+    parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate", "register", "tables", "compare",
+                                         "ceiling", "coarse", "train-refiner", "evaluate-refiner"])
     parser.add_argument("--out", default=str(ROOT / ".trainpack" / "cv"))
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--fold", type=int)
@@ -476,6 +647,8 @@ def main(argv=None):
                         "give one that never saw the cases, e.g. vnet-brats-ensemble-v1, once the default is made of "
                         "fold models)")
     parser.add_argument("--before", help="compare: the evaluate output of the recipe")
+    parser.add_argument("--coarse-run", default=str(ROOT / ".trainpack" / "cv"),
+                        help="coarse, evaluate-refiner: the run whose fold models give the coarse probabilities")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.step == "prepare":
@@ -492,6 +665,14 @@ def main(argv=None):
         register(out, args.folds)
     elif args.step == "compare":
         print(json.dumps(compare(args.before, args.out_json), indent=1))
+    elif args.step == "ceiling":
+        print(json.dumps(ceiling(Path(args.coarse_run) / "cache"), indent=1))
+    elif args.step == "coarse":
+        coarse_predictions(out, args.folds, args.threads, Path(args.coarse_run))
+    elif args.step == "train-refiner":
+        train_refiner(out, args.fold, args.folds, args.threads, args.max_minutes)
+    elif args.step == "evaluate-refiner":
+        evaluate_refiner(out, args.folds, args.out_json, args.threads, Path(args.coarse_run))
     else:
         evaluate(out, args.folds, args.out_json, args.threads, args.reference)
 

@@ -31,6 +31,7 @@ class TrainConfig:
     log_every: int = 50
     init_weights: Optional[str] = None         # start from these shipped weights (.npz) instead of random
     norm: str = "instance"                     # "cohort": keep the init weights' fixed statistics (vnet.py)
+    coarse: Optional[str] = None               # train a 1 mm refiner (refine.py) on these coarse probabilities
     extra: dict = field(default_factory=dict)
 
 
@@ -44,10 +45,10 @@ def add_training_arguments(parser) -> None:
     parser.add_argument("--patch", type=int, nargs=3, default=list(d.patch), help="patch size in network voxels")
     parser.add_argument("--downsample", type=int, default=d.downsample, choices=[1, 2],
                         help="2: the network sees 2 mm voxels (fast); 1: full 1 mm resolution")
-    parser.add_argument("--channels", type=int, nargs=5, default=list(d.channels),
-                        help="feature channels of the V-Net's five levels")
-    parser.add_argument("--decoder-convs", type=int, nargs=4, default=list(d.decoder_convs),
-                        help="convolutions in each of the four decoder levels")
+    parser.add_argument("--channels", type=int, nargs="+", default=list(d.channels),
+                        help="feature channels of the V-Net's levels (five for the 2 mm networks)")
+    parser.add_argument("--decoder-convs", type=int, nargs="+", default=list(d.decoder_convs),
+                        help="convolutions in each decoder level (one fewer than --channels)")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (Adam, warm-up then cosine decay)")
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed (patches, augmentation, initial weights)")
     parser.add_argument("--modality-dropout", type=float, default=d.modality_dropout,
@@ -67,6 +68,10 @@ def add_training_arguments(parser) -> None:
     parser.add_argument("--norm", default=d.norm, choices=["instance", "cohort"],
                         help="cohort: fine-tune with the fixed normalisation statistics of --init-weights "
                              "(made by gliomasuite calibrate-segmentation), as inference uses them")
+    parser.add_argument("--coarse", metavar="FOLDER",
+                        help="train a 1 mm refinement network (gliomasuite/segmentation/refine.py) instead: FOLDER holds each "
+                             "training case's coarse WT/TC/ET probabilities (CASE_coarse.npy.xz, uint8 0-255, on the "
+                             "cache's crop), e.g. what the 2 mm networks gave; use with --downsample 1")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
 
@@ -82,7 +87,7 @@ def config_from_arguments(args, cache, out, cases=None) -> TrainConfig:
                        max_minutes=args.max_minutes,
                        device=args.device,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                       init_weights=args.init_weights, norm=args.norm)
+                       init_weights=args.init_weights, norm=args.norm, coarse=args.coarse)
 
 
 def case_folds(cases: Sequence[str], folds: int, seed: int = 0) -> List[List[str]]:

@@ -91,13 +91,35 @@ class Ensemble:
         self.optional_modalities = tuple(m for m in MODALITIES if all(m in o for o in optional))
 
 
+class Refined:
+    """Coarse networks (one network or an :class:`Ensemble`) whose region probabilities 1 mm refiners
+    (:mod:`.refine`) redraw around the tumour; several refiners are averaged. A registry entry with
+    ``coarse`` (an entry's name) and ``refiners`` (names) loads as one."""
+
+    def __init__(self, coarse, refiners, name: str = ""):
+        self.coarse = coarse
+        self.refiners = list(refiners)
+        self.name = name
+        self.optional_modalities = tuple(getattr(coarse, "optional_modalities", ()))
+
+
 def load_model(name_or_path: Optional[str] = None):
     """The shipped model by registry name (checksum verified), or a weights file given by path.
 
-    An ensemble entry gives an :class:`Ensemble` and ``{"members": [each member's metadata]}``.
+    An ensemble entry gives an :class:`Ensemble` and ``{"members": [each member's metadata]}``; a refined
+    entry a :class:`Refined` and ``{"coarse": its metadata, "refiners": [each refiner's]}``.
     """
     name_or_path = name_or_path or DEFAULT_MODEL
     models = registry()["models"] if REGISTRY.exists() else {}
+    if name_or_path in models and "refiners" in models[name_or_path]:
+        entry = models[name_or_path]
+        coarse, coarse_meta = load_model(entry["coarse"])
+        loaded = [_load_refiner(models, name) for name in entry["refiners"]]
+        if not loaded:
+            raise GliomaSuiteError(f"The registered model {name_or_path!r} lists no refiners; reinstall GliomaSuite.")
+        refined = Refined(coarse, [m for m, _ in loaded], str(name_or_path))
+        _validated_inputs_only(refined, entry)
+        return refined, {"coarse": coarse_meta, "refiners": [meta for _, meta in loaded]}
     if name_or_path in models and "members" in models[name_or_path]:
         members = models[name_or_path]["members"]
         bad = [m for m in members if m not in models or "members" in models[m]]
@@ -118,7 +140,29 @@ def load_model(name_or_path: Optional[str] = None):
     else:
         known = ", ".join(sorted(models)) or "none installed"
         raise GliomaSuiteError(f"No model named {name_or_path!r} (known models: {known}) and no such weights file.")
+    if metadata.get("refines"):
+        raise GliomaSuiteError(f"{name_or_path} is a 1 mm refiner: it redraws another model's result and cannot "
+                               "segment alone; choose a segmentation model.")
     model.name = str(name_or_path)  # what results report as the model used
+    return model, metadata
+
+
+def load_refiner(name_or_path: str):
+    """A 1 mm refiner (:mod:`.refine`) by registry name or weights file: ``(network, metadata)``."""
+    models = registry()["models"] if REGISTRY.exists() else {}
+    return _load_refiner(models, name_or_path)
+
+
+def _load_refiner(models: dict, name: str):
+    if name in models and "file" in models[name]:
+        model, metadata = load_weights(MODELS_DIR / models[name]["file"], expected_sha256=models[name]["sha256"])
+    elif name not in models and Path(name).exists():
+        model, metadata = load_weights(name)
+    else:
+        raise GliomaSuiteError(f"No refiner named {name!r}; reinstall GliomaSuite.")
+    if not metadata.get("refines"):
+        raise GliomaSuiteError(f"{name} is not a 1 mm refiner (its file does not say what it refines).")
+    model.name = str(name)
     return model, metadata
 
 
@@ -181,6 +225,12 @@ def network_for(model, device: torch.device, engine: str = "auto"):
     """
     if engine not in ENGINES:
         raise GliomaSuiteError(f"Unknown engine {engine!r}; use {', '.join(ENGINES)}.")
+    if isinstance(model, Refined):
+        made = [network_for(part, device, engine) for part in [model.coarse] + model.refiners]
+        problems = list(dict.fromkeys(problem for _, _, problem in made if problem))
+        engines = "+".join(dict.fromkeys(e for _, used, _ in made for e in used.split("+")))
+        return (Refined(made[0][0], [network for network, _, _ in made[1:]], model.name), engines,
+                " ".join(problems) or None)
     if isinstance(model, Ensemble):
         made = [network_for(member, device, engine) for member in model.members]
         problems = list(dict.fromkeys(problem for _, _, problem in made if problem))
@@ -235,7 +285,20 @@ def predict_probabilities(model, array: np.ndarray, device: torch.device, tta: b
     ``spread``: also return the standard deviation of each region's probability over the passes
     (every member, and with ``tta`` each of its eight flips), equal weights: ``(mean, std)``. It is
     the disagreement the uncertainty map is made of (:func:`uncertainty_from_spread`).
+
+    A :class:`Refined` model runs its coarse networks so (flips and spread included), then its refiners on
+    their mean once, without flips; the spread stays the coarse passes'.
     """
+    if isinstance(model, Refined):
+        from .refine import refine_probabilities
+
+        coarse = predict_probabilities(model.coarse, array, device, tta=tta, window=window, spread=spread,
+                                       progress=(lambda f, m: progress(0.9 * f, m)) if progress else None)
+        mean, std = coarse if spread else (coarse, None)
+        if progress:
+            progress(0.9, "1 mm refinement around the tumour")
+        refined = refine_probabilities(model.refiners, array, mean, device)
+        return (refined, std) if spread else refined
     if isinstance(model, Ensemble):
         n = len(model.members)
         total, squares = None, None

@@ -8,6 +8,10 @@ and modality dropout of T1, T2 or both so a study with only T1ce and FLAIR still
 (:mod:`.carvemix`).
 Loss: MONAI ``DiceCELoss`` (Dice + binary cross-entropy over the sigmoid regions WT, TC, ET) under
 ``DeepSupervisionLoss``.
+With ``coarse`` (a folder of coarse region probabilities per case) it trains the 1 mm refinement
+network of :mod:`.refine` instead: the coarse probabilities are three more input channels, the loss is
+taken on logit(coarse) + the network's output, and the last layer starts at zero (no deep
+supervision: the correction is only meaningful at full resolution).
 Optimiser AdamW with polynomial decay. Everything random is drawn from ``seed`` (and the rank),
 so the same command on the same hardware gives the same model.
 
@@ -32,10 +36,11 @@ from typing import Callable, List
 import numpy as np
 import torch
 
-from .cache import cached_cases, load_case
+from .cache import _load, cached_cases, load_case
 from .carvemix import carve_mix, donors_from
 from .config import TrainConfig, add_training_arguments, config_from_arguments  # noqa: F401 (re-exported)
 from .inference import choose_device
+from .refine import COARSE_CHANNELS, IMAGE_CHANNELS, coarse_logit
 from .vnet import VNet
 
 #: Label values in the cache mapped to classes for patch sampling: 0 bg, 1 NCR, 2 ED, 3 ET.
@@ -83,13 +88,14 @@ def make_augmentation(config: TrainConfig, device: torch.device):
     from monai.transforms import (Compose, RandAffined, RandCropByLabelClassesd, RandFlipd,
                                   RandScaleIntensityd, RandShiftIntensityd)
 
-    keys = ["image", "label", "target"]
+    keys = ["image", "label", "target"] + (["coarse"] if config.coarse else [])
     return Compose([
         RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=list(config.patch),
                                 ratios=list(config.class_ratios), num_classes=4, num_samples=1,
                                 indices_key="indices", warn=False),
         RandAffined(keys=keys, prob=0.3, rotate_range=[0.26] * 3, scale_range=[0.15] * 3,
-                    mode=("bilinear", "nearest", "bilinear"), padding_mode="zeros", device=device),
+                    mode=("bilinear", "nearest", "bilinear", "bilinear")[: len(keys)], padding_mode="zeros",
+                    device=device),
         RandFlipd(keys=keys, prob=0.5, spatial_axis=0),
         RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
         RandFlipd(keys=keys, prob=0.5, spatial_axis=2),
@@ -112,6 +118,12 @@ class PatchSampler:
         self.items = []
         for name in cases:
             image, labels = load_case(config.cache, name)
+            if config.coarse:
+                if config.downsample != 1:
+                    raise ValueError("a refiner (--coarse) works on 1 mm voxels: give --downsample 1")
+                coarse = _load(Path(config.coarse) / f"{name}_coarse.npy.xz")
+                if coarse.shape != (COARSE_CHANNELS,) + labels.shape:
+                    raise ValueError(f"{name}: coarse probabilities of shape {coarse.shape}, not on the cache's crop")
             classes = np.zeros(labels.shape, dtype=np.uint8)
             for value, cls in _CLASS_OF_LABEL.items():
                 classes[labels == value] = cls
@@ -122,8 +134,13 @@ class PatchSampler:
             targets_t = self.pad(targets_t).to(device, torch.float16)
             indices = indexer(classes_t.cpu())
             self.items.append({"image": image_t, "label": classes_t, "target": targets_t, "indices": indices})
+            if config.coarse:  # its own key: moved with the image, but not rescaled or shifted like it
+                self.items[-1]["coarse"] = self.pad(torch.from_numpy(coarse)).to(device)
         self.augment = make_augmentation(config, device)
         self.augment.set_random_state(seed=rank_seed)
+        if config.carvemix and config.coarse:
+            raise ValueError("lesion mixing (--carvemix) has no coarse probabilities for the pasted tumour; "
+                             "train a refiner without it")
         self.donors = donors_from(self.items, list(cases)) if config.carvemix else []
 
     def batch(self):
@@ -132,6 +149,8 @@ class PatchSampler:
             item = self.items[self.rng.randint(len(self.items))]
             data = {"image": item["image"].float(), "label": item["label"], "target": item["target"].float(),
                     "indices": item["indices"]}
+            if "coarse" in item:
+                data["coarse"] = item["coarse"].float() / 255.0
             if self.donors and self.rng.rand() < self.config.carvemix:
                 mixed = carve_mix(data, self.donors[self.rng.randint(len(self.donors))], self.rng)
                 data = mixed if mixed is not None else data
@@ -141,6 +160,8 @@ class PatchSampler:
             if self.config.modality_dropout and self.rng.rand() < self.config.modality_dropout:
                 image = image.clone()
                 image[_DROPPABLE[self.rng.randint(len(_DROPPABLE))]] = 0.0  # T1, T2 or both missing
+            if "coarse" in sample:
+                image = torch.cat([image, torch.as_tensor(sample["coarse"]).clamp(0, 1)])
             images.append(image)
             labels.append(torch.as_tensor(sample["target"]))
         return (torch.stack(images).to(self.device, non_blocking=True),
@@ -148,9 +169,16 @@ class PatchSampler:
 
 
 def build_model(config: TrainConfig) -> VNet:
-    return VNet(in_channels=4, out_channels=3, channels=config.channels,
-                encoder_convs=config.encoder_convs, decoder_convs=config.decoder_convs,
-                deep_supervision=True, norm=config.norm)
+    refiner = bool(config.coarse)
+    encoder_convs = tuple(config.encoder_convs)[: len(config.channels)]
+    encoder_convs += (2,) * (len(config.channels) - len(encoder_convs))
+    model = VNet(in_channels=IMAGE_CHANNELS + (COARSE_CHANNELS if refiner else 0), out_channels=3,
+                 channels=config.channels, encoder_convs=encoder_convs, decoder_convs=config.decoder_convs,
+                 deep_supervision=not refiner, norm=config.norm)
+    if refiner:  # a correction of the coarse logits that starts at none
+        torch.nn.init.zeros_(model.heads[0].weight)
+        torch.nn.init.zeros_(model.heads[0].bias)
+    return model
 
 
 def _freeze_statistics(model: VNet) -> None:
@@ -246,6 +274,8 @@ def train(config: TrainConfig, resume: bool = False, report: Callable[[float, st
         images, targets = sampler.batch()
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             outputs = network(images)
+        if config.coarse:
+            outputs = [outputs.float() + coarse_logit(images[:, IMAGE_CHANNELS:])]
         loss = loss_fn([o.float() for o in outputs], targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -305,6 +335,8 @@ def export_checkpoint(checkpoint, path) -> str:
     model.load_state_dict(state["model"])
     metadata = {"training_steps": int(state["step"]), "train_config": asdict(config),
                 "optional_modalities": ["t1", "t2"] if config.modality_dropout > 0 else []}
+    if config.coarse:
+        metadata["refines"] = "logit of the coarse WT/TC/ET probabilities (input channels 5-7), see refine.py"
     return save_weights(model, path, metadata, input_downsample=config.downsample)
 
 
