@@ -177,12 +177,13 @@ def training_cases(out: Path, fold: int, k: int):
 
 
 def train(out: Path, fold: int, k: int, threads: int, max_minutes: float, continue_from: Path = None,
-          lr: float = None, iterations: int = None, carvemix: float = None) -> None:
+          lr: float = None, iterations: int = None, carvemix: float = None, class_ratios=None) -> None:
     """Train fold ``fold`` with the recipe. ``continue_from``: the longer-training lever, a second round of the
     recipe that starts from that run's model of the same fold (which never saw this fold's validation
     cases either) instead of ``INIT``, with ``lr`` as its peak learning rate and ``iterations`` steps; the
     caches are that run's. ``carvemix``: the lesion-mixing lever, that share of samples drawn with another
-    training case's tumour pasted in."""
+    training case's tumour pasted in. ``class_ratios``: the non-enhancing-core lever, patch centres drawn in
+    these proportions (background, necrotic/non-enhancing core, edema, enhancing tumour)."""
     from gliomasuite.registry import MODELS_DIR
 
     run = out / f"fold{fold}"
@@ -202,6 +203,8 @@ def train(out: Path, fold: int, k: int, threads: int, max_minutes: float, contin
         recipe[recipe.index("--iterations") + 1] = str(iterations)
     if carvemix:
         recipe += ["--carvemix", str(carvemix)]
+    if class_ratios:
+        recipe += ["--class-ratios", *map(str, class_ratios)]
     cases = training_cases(out, fold, k)
     (run / "split.json").write_text(json.dumps({"fold": fold, "folds": k, "validation": folds(k)[fold],
                                                 "training": cases, "init": str(init), "recipe": recipe,
@@ -316,7 +319,7 @@ def train_refiner(out: Path, fold: int, k: int, threads: int, max_minutes: float
     subprocess.run(command, check=True, env=env)
 
 
-def evaluate_refiner(out: Path, k: int, out_json, threads: int, cv_run: Path) -> dict:
+def evaluate_refiner(out: Path, k: int, out_json, threads: int, cv_run: Path, whole_box: bool = False) -> dict:
     """Each validation case end to end by its fold's 2 mm model alone and then refined by its fold's refiner
     (neither saw the case), with the paired difference per region."""
     import SimpleITK as sitk
@@ -325,8 +328,9 @@ def evaluate_refiner(out: Path, k: int, out_json, threads: int, cv_run: Path) ->
     from gliomasuite.labels import volumes_cm3
     from gliomasuite.metrics import evaluate_labels
     from gliomasuite.preprocess import prepare, restore_labels
-    from gliomasuite.segmentation.inference import load_model, network_for, postprocess, predict_probabilities
-    from gliomasuite.segmentation.refine import refine_probabilities
+    from gliomasuite.segmentation.inference import (load_model, load_refiner, network_for, postprocess,
+                                                    predict_probabilities)
+    from gliomasuite.segmentation.refine import WINDOW, refine_probabilities
     from gliomasuite.study import find_segmentation, load_study
 
     torch.set_num_threads(threads)
@@ -338,7 +342,7 @@ def evaluate_refiner(out: Path, k: int, out_json, threads: int, cv_run: Path) ->
             print(f"fold {i}: no {refiner_file}; its cases are not scored")
             continue
         net, _, _ = network_for(load_model(str(cv_run / f"fold{i}" / "vnet.npz"))[0], device)
-        refiner, _, _ = network_for(load_model(str(refiner_file))[0], device)
+        refiner, _, _ = network_for(load_refiner(str(refiner_file))[0], device)
         for case in held:
             folder = case_folder(case)
             truth_image = sitk.ReadImage(str(find_segmentation(folder)))
@@ -352,14 +356,16 @@ def evaluate_refiner(out: Path, k: int, out_json, threads: int, cv_run: Path) ->
             start = time.perf_counter()
             plain = predict_probabilities(net, prepared.array, device)
             middle = time.perf_counter()
-            refined = refine_probabilities([refiner], prepared.array, plain, device)
+            refined = refine_probabilities([refiner], prepared.array, plain, device,
+                                           window=None if whole_box else WINDOW)
             seconds = {"coarse": round(middle - start, 2), "refiner": round(time.perf_counter() - middle, 2)}
             cases[case] = {"fold": i, "group": group(case), "truth_cm3": volumes_cm3(truth, truth_image.GetSpacing()),
                            "fold_model": score(plain), "fold_model_refined": score(refined), "seconds": seconds}
             print(f"fold {i} {case:24s} " + "  ".join(
                 f"{r} {cases[case]['fold_model'][r]['dice']:.3f} -> {cases[case]['fold_model_refined'][r]['dice']:.3f}"
                 for r in ("WT", "TC", "ET")) + f"  {seconds}", flush=True)
-    result = {"folds": folds(k), "recipe": REFINER_RECIPE, "coarse_models": str(cv_run), "cases": cases,
+    result = {"folds": folds(k), "recipe": REFINER_RECIPE, "coarse_models": str(cv_run),
+              "refiner_window": None if whole_box else WINDOW, "cases": cases,
               "paired": paired(cases, "fold_model", "fold_model_refined")}
     if out_json:
         Path(out_json).write_text(json.dumps(result, indent=1, default=float))
@@ -627,10 +633,49 @@ def register(out: Path, k: int) -> None:
     print(f"registered {ENSEMBLE} ({', '.join(members)})")
 
 
+REFINED = "vnet-brats-cv4-refined-v1"
+
+
+def register_refiners(out: Path, k: int) -> None:
+    """Ship the fold refiners as ``refine-cv<k>-f<i>`` and :data:`REFINED`: :data:`ENSEMBLE` refined by all of
+    them (averaged), in models.json."""
+    import shutil
+
+    from gliomasuite.registry import MODELS_DIR, REGISTRY
+    from gliomasuite.segmentation.inference import load_refiner
+    from gliomasuite.segmentation.weights import sha256
+
+    registry = json.loads(REGISTRY.read_text())
+    names = []
+    for i, held in enumerate(folds(k)):
+        source = out / f"fold{i}" / "refiner.npz"
+        load_refiner(str(source))  # refuses anything that is not one of our refiners
+        name = f"refine-cv{k}-f{i}"
+        target = MODELS_DIR / f"{name}.npz"
+        shutil.copyfile(source, target)
+        shutil.copyfile(out / f"fold{i}" / "train_log.jsonl", MODELS_DIR / f"{name}-train-log.jsonl")
+        registry["models"][name] = {
+            "file": target.name, "sha256": sha256(target), "card": f"{REFINED}.md", "version": "1.0.0",
+            "architecture": "VNet (1 mm refiner)", "inputs": ["t1", "t1ce", "t2", "flair", "coarse WT/TC/ET"],
+            "network_resolution_mm": 1, "outputs": ["WT", "TC", "ET"], "refiner": True,
+            "use": f"refiner of fold {i} of {REFINED}; never trained on {', '.join(held)}"}
+        names.append(name)
+    registry["models"][REFINED] = {
+        "coarse": ENSEMBLE, "refiners": names,
+        "combine": f"{ENSEMBLE}'s probabilities, then around the tumour the mean of the refiners' 1 mm probabilities",
+        "card": f"{REFINED}.md", "version": "1.0.0", "architecture": "Ensemble of VNet + 1 mm refiners",
+        "inputs": ["t1", "t1ce", "t2", "flair"], "optional_inputs": [], "network_resolution_mm": 1,
+        "outputs": ["WT", "TC", "ET"], "labels": {"1": "Necrotic core", "2": "Edema", "4": "Enhancing tumour"},
+        "normalisation": "cohort"}
+    REGISTRY.write_text(json.dumps(registry, indent=1) + "\n")
+    print(f"registered {REFINED} ({ENSEMBLE} refined by {', '.join(names)})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate", "register", "tables", "compare",
-                                         "ceiling", "coarse", "train-refiner", "evaluate-refiner"])
+                                         "ceiling", "coarse", "train-refiner", "evaluate-refiner",
+                                         "register-refiners"])
     parser.add_argument("--out", default=str(ROOT / ".trainpack" / "cv"))
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--fold", type=int)
@@ -641,12 +686,18 @@ def main(argv=None):
                         "(a second round: the longer-training lever), e.g. .trainpack/cv")
     parser.add_argument("--lr", type=float, help="train: the recipe's peak learning rate instead of its own")
     parser.add_argument("--iterations", type=int, help="train: the recipe's steps instead of its own")
+    parser.add_argument("--class-ratios", type=float, nargs=4, metavar=("BG", "NCR", "ED", "ET"),
+                        help="train: patch centres drawn in these proportions instead of the recipe's 1 1 1 2 (the "
+                             "non-enhancing-core lever: more patches on necrotic/non-enhancing core)")
     parser.add_argument("--carvemix", type=float, help="train: share of samples with another training case's "
                         "tumour pasted in (the lesion-mixing lever)")
     parser.add_argument("--reference", help="evaluate: the model scored side by side (default: the shipped default; "
                         "give one that never saw the cases, e.g. vnet-brats-ensemble-v1, once the default is made of "
                         "fold models)")
     parser.add_argument("--before", help="compare: the evaluate output of the recipe")
+    parser.add_argument("--whole-box", action="store_true",
+                        help="evaluate-refiner: run the refiner on the whole box around the tumour at once instead of "
+                             "in windows of its training patch size")
     parser.add_argument("--coarse-run", default=str(ROOT / ".trainpack" / "cv"),
                         help="coarse, evaluate-refiner: the run whose fold models give the coarse probabilities")
     args = parser.parse_args(argv)
@@ -658,7 +709,8 @@ def main(argv=None):
             print(i, " ".join(f))
     elif args.step == "train":
         train(out, args.fold, args.folds, args.threads, args.max_minutes,
-              Path(args.continue_from) if args.continue_from else None, args.lr, args.iterations, args.carvemix)
+              Path(args.continue_from) if args.continue_from else None, args.lr, args.iterations, args.carvemix,
+              args.class_ratios)
     elif args.step == "tables":
         print(tables(args.out_json))
     elif args.step == "register":
@@ -671,8 +723,10 @@ def main(argv=None):
         coarse_predictions(out, args.folds, args.threads, Path(args.coarse_run))
     elif args.step == "train-refiner":
         train_refiner(out, args.fold, args.folds, args.threads, args.max_minutes)
+    elif args.step == "register-refiners":
+        register_refiners(out, args.folds)
     elif args.step == "evaluate-refiner":
-        evaluate_refiner(out, args.folds, args.out_json, args.threads, Path(args.coarse_run))
+        evaluate_refiner(out, args.folds, args.out_json, args.threads, Path(args.coarse_run), args.whole_box)
     else:
         evaluate(out, args.folds, args.out_json, args.threads, args.reference)
 

@@ -33,9 +33,10 @@ def provenance(**models) -> dict:
 
 
 def segmentation_model_names() -> list:
-    """The registered segmentation models' names ([] when the registry cannot be read)."""
+    """The registered segmentation models' names ([] when the registry cannot be read); not the 1 mm refiners,
+    which cannot segment alone."""
     try:
-        return sorted(load_registry().get("models", {}))
+        return sorted(name for name, entry in load_registry().get("models", {}).items() if not entry.get("refiner"))
     except (OSError, ValueError):
         return []
 

@@ -143,6 +143,9 @@ def _registered(name: str, models: dict) -> dict:
     entry = models[name]
     if "members" in entry:
         return {"name": name, "members": [_registered(m, models) for m in entry["members"] if m in models]}
+    if "refiners" in entry:
+        return {"name": name, "coarse": _registered(entry["coarse"], models) if entry.get("coarse") in models else None,
+                "refiners": [_registered(r, models) for r in entry["refiners"] if r in models]}
     return {"name": name, "sha256": entry.get("sha256"), "version": entry.get("version")}
 
 

@@ -53,6 +53,10 @@ def add_training_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed (patches, augmentation, initial weights)")
     parser.add_argument("--modality-dropout", type=float, default=d.modality_dropout,
                         help="chance that a patch loses T1, T2 or both (so studies without them still segment)")
+    parser.add_argument("--class-ratios", type=float, nargs=4, default=list(d.class_ratios),
+                        metavar=("BG", "NCR", "ED", "ET"),
+                        help="how often a patch is centred on background, necrotic/non-enhancing core, edema and "
+                             "enhancing tumour (relative)")
     parser.add_argument("--carvemix", type=float, default=d.carvemix,
                         help="share of training samples drawn from a brain with another training case's real tumour "
                              "pasted in (lesion mixing, CarveMix)")
@@ -84,6 +88,7 @@ def config_from_arguments(args, cache, out, cases=None) -> TrainConfig:
                        batch_size=args.batch_size, patch=tuple(args.patch), downsample=args.downsample,
                        channels=tuple(args.channels), decoder_convs=tuple(args.decoder_convs), lr=args.lr,
                        seed=args.seed, modality_dropout=args.modality_dropout, carvemix=args.carvemix,
+                       class_ratios=tuple(args.class_ratios),
                        max_minutes=args.max_minutes,
                        device=args.device,
                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
