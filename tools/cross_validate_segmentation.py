@@ -205,13 +205,19 @@ def train(out: Path, fold: int, k: int, threads: int, max_minutes: float, contin
         recipe += ["--carvemix", str(carvemix)]
     if class_ratios:
         recipe += ["--class-ratios", *map(str, class_ratios)]
-    cases = training_cases(out, fold, k)
+    _run_training(out, run, fold, k, training_cases(out, fold, k), recipe, seed, threads, max_minutes,
+                  ["--init-weights", str(init), "--export", str(run / "vnet.npz")], init=str(init))
+
+
+def _run_training(out: Path, run: Path, fold: int, k: int, cases, recipe, seed: int, threads: int, max_minutes,
+                  options, **split) -> None:
+    """Write the fold's ``split.json`` and run ``gliomasuite.segmentation.training`` on ``out``'s cache (resumed
+    when ``run`` holds a checkpoint)."""
     (run / "split.json").write_text(json.dumps({"fold": fold, "folds": k, "validation": folds(k)[fold],
-                                                "training": cases, "init": str(init), "recipe": recipe,
-                                                "seed": seed}, indent=1))
+                                                "training": cases, **split, "recipe": recipe, "seed": seed}, indent=1))
     command = [sys.executable, "-m", "gliomasuite.segmentation.training", "--cache", str(out / "cache"),
                "--out", str(run), "--cases", *cases, *recipe, "--seed", str(seed), "--threads", str(threads),
-               "--init-weights", str(init), "--export", str(run / "vnet.npz")]
+               *options]
     if max_minutes:
         command += ["--max-minutes", str(max_minutes)]
     if (run / "checkpoint.pt").exists():
@@ -305,33 +311,42 @@ def refiner_cases(fold: int, k: int):
 
 def train_refiner(out: Path, fold: int, k: int, threads: int, max_minutes: float) -> None:
     run = out / f"fold{fold}"
-    cases = refiner_cases(fold, k)
-    (run / "split.json").write_text(json.dumps({"fold": fold, "folds": k, "validation": folds(k)[fold],
-                                                "training": cases, "recipe": REFINER_RECIPE, "seed": fold}, indent=1))
-    command = [sys.executable, "-m", "gliomasuite.segmentation.training", "--cache", str(out / "cache"),
-               "--out", str(run), "--cases", *cases, *REFINER_RECIPE, "--coarse", str(run / "coarse"),
-               "--seed", str(fold), "--threads", str(threads), "--export", str(run / "refiner.npz")]
-    if max_minutes:
-        command += ["--max-minutes", str(max_minutes)]
-    if (run / "checkpoint.pt").exists():
-        command.append("--resume")
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "GliomaSuite"), OMP_NUM_THREADS=str(threads))
-    subprocess.run(command, check=True, env=env)
+    _run_training(out, run, fold, k, refiner_cases(fold, k), REFINER_RECIPE, fold, threads, max_minutes,
+                  ["--coarse", str(run / "coarse"), "--export", str(run / "refiner.npz")])
+
+
+def _held_out_case(case: str):
+    """One validation case read end to end: ``(prepared study, expert label image, its array, score)``, where
+    ``score(probabilities)`` post-processes them, maps the labels back onto the input grid and gives
+    ``(labels on the crop, Dice / HD95 per region against the expert map)``."""
+    import SimpleITK as sitk
+
+    from gliomasuite.metrics import evaluate_labels
+    from gliomasuite.preprocess import prepare, restore_labels
+    from gliomasuite.segmentation.inference import postprocess
+    from gliomasuite.study import find_segmentation, load_study
+
+    folder = case_folder(case)
+    truth_image = sitk.ReadImage(str(find_segmentation(folder)))
+    truth = sitk.GetArrayFromImage(truth_image)
+    prepared = prepare(load_study(folder).images)
+
+    def score(probs):
+        labels = postprocess(probs, prepared.brain)
+        restored = sitk.GetArrayFromImage(restore_labels(labels, prepared))
+        return labels, evaluate_labels(restored, truth, spacing=truth_image.GetSpacing()[::-1])
+
+    return prepared, truth_image, truth, score
 
 
 def evaluate_refiner(out: Path, k: int, out_json, threads: int, cv_run: Path, whole_box: bool = False) -> dict:
     """Each validation case end to end by its fold's 2 mm model alone and then refined by its fold's refiner
     (neither saw the case), with the paired difference per region."""
-    import SimpleITK as sitk
     import torch
 
     from gliomasuite.labels import volumes_cm3
-    from gliomasuite.metrics import evaluate_labels
-    from gliomasuite.preprocess import prepare, restore_labels
-    from gliomasuite.segmentation.inference import (load_model, load_refiner, network_for, postprocess,
-                                                    predict_probabilities)
+    from gliomasuite.segmentation.inference import load_model, load_refiner, network_for, predict_probabilities
     from gliomasuite.segmentation.refine import WINDOW, refine_probabilities
-    from gliomasuite.study import find_segmentation, load_study
 
     torch.set_num_threads(threads)
     device = torch.device("cpu")
@@ -344,15 +359,7 @@ def evaluate_refiner(out: Path, k: int, out_json, threads: int, cv_run: Path, wh
         net, _, _ = network_for(load_model(str(cv_run / f"fold{i}" / "vnet.npz"))[0], device)
         refiner, _, _ = network_for(load_refiner(str(refiner_file))[0], device)
         for case in held:
-            folder = case_folder(case)
-            truth_image = sitk.ReadImage(str(find_segmentation(folder)))
-            truth = sitk.GetArrayFromImage(truth_image)
-            prepared = prepare(load_study(folder).images)
-
-            def score(probs):
-                labels = sitk.GetArrayFromImage(restore_labels(postprocess(probs, prepared.brain), prepared))
-                return evaluate_labels(labels, truth, spacing=truth_image.GetSpacing()[::-1])
-
+            prepared, truth_image, truth, score = _held_out_case(case)
             start = time.perf_counter()
             plain = predict_probabilities(net, prepared.array, device)
             middle = time.perf_counter()
@@ -360,7 +367,7 @@ def evaluate_refiner(out: Path, k: int, out_json, threads: int, cv_run: Path, wh
                                            window=None if whole_box else WINDOW)
             seconds = {"coarse": round(middle - start, 2), "refiner": round(time.perf_counter() - middle, 2)}
             cases[case] = {"fold": i, "group": group(case), "truth_cm3": volumes_cm3(truth, truth_image.GetSpacing()),
-                           "fold_model": score(plain), "fold_model_refined": score(refined), "seconds": seconds}
+                           "fold_model": score(plain)[1], "fold_model_refined": score(refined)[1], "seconds": seconds}
             print(f"fold {i} {case:24s} " + "  ".join(
                 f"{r} {cases[case]['fold_model'][r]['dice']:.3f} -> {cases[case]['fold_model_refined'][r]['dice']:.3f}"
                 for r in ("WT", "TC", "ET")) + f"  {seconds}", flush=True)
@@ -443,15 +450,11 @@ def evaluate(out: Path, k: int, out_json, threads: int = 2, reference: str = Non
     """Each validation case by its own fold model (plain, with flips, averaged with the current
     default) and by the current default alone, end to end; uncertainty scores from the fold model's
     flips."""
-    import numpy as np
-    import SimpleITK as sitk
     import torch
 
     from gliomasuite.labels import volumes_cm3
-    from gliomasuite.metrics import evaluate_labels
-    from gliomasuite.preprocess import label_to_prepared, prepare, restore_labels
-    from gliomasuite.segmentation.inference import load_model, network_for, postprocess, predict_probabilities
-    from gliomasuite.study import find_segmentation, load_study
+    from gliomasuite.preprocess import label_to_prepared
+    from gliomasuite.segmentation.inference import load_model, network_for, predict_probabilities
 
     torch.set_num_threads(threads)
     device = torch.device("cpu")
@@ -467,18 +470,7 @@ def evaluate(out: Path, k: int, out_json, threads: int = 2, reference: str = Non
         net, _, _ = network_for(model, device)
         for case in held:
             start = time.perf_counter()
-            folder = case_folder(case)
-            study = load_study(folder)
-            truth_image = sitk.ReadImage(str(find_segmentation(folder)))
-            truth = sitk.GetArrayFromImage(truth_image)
-            spacing = truth_image.GetSpacing()[::-1]
-            prepared = prepare(study.images)
-
-            def score(probs):
-                labels = postprocess(probs, prepared.brain)
-                restored = sitk.GetArrayFromImage(restore_labels(labels, prepared))
-                return labels, evaluate_labels(restored, truth, spacing=spacing)
-
+            prepared, truth_image, truth, score = _held_out_case(case)
             plain = predict_probabilities(net, prepared.array, device)
             mean, std = predict_probabilities(net, prepared.array, device, tta=True, spread=True)
             reference = predict_probabilities(default_net, prepared.array, device)
