@@ -251,7 +251,7 @@ def real_pairs(model, data_dir, slice_mm):
             "rows": rows}
 
 
-def moved_copies(data_dir, cases):
+def moved_copies(data_dir, cases, recurrence_model=None):
     from gliomasuite.followup.pipeline import compare_timepoints
     from gliomasuite.followup.timepoints import TimePoint
 
@@ -275,7 +275,8 @@ def moved_copies(data_dir, cases):
                              datetime.date(2021, 1, 1), seg=folder / f"{case}_seg.nii.gz"),
                    TimePoint("moved-copy", {m: moved / f"copy_{m}.nii.gz" for m in ("t1", "t1ce", "t2", "flair")},
                              datetime.date(2021, 3, 2), seg=moved / "copy_seg.nii.gz")]
-            result = compare_timepoints(tps, tmp / "out", label_convention="brats2021")
+            result = compare_timepoints(tps, tmp / "out", label_convention="brats2021",
+                                        recurrence_model=recurrence_model)
         rec = result["recurrence"]
         rows.append({"case": case, "probability": rec.get("probability"), "called": rec.get("called"),
                      "reasons": rec.get("reasons")})
@@ -307,11 +308,8 @@ def main():
     torch.set_num_threads(2)
     report = {"weights": args.weights or "shipped", "simulated_held_out": simulated(model, meta, sim_dir, data_dir, args.figure),
               "real_progression_pairs": real_pairs(model, data_dir, args.slice_mm)}
-    if args.weights:  # the follow-up runs the candidate in place of the shipped model (same pipeline otherwise)
-        import gliomasuite.recurrence.inference as inference
-
-        inference.load_recurrence_model = lambda name=None: (model, {"file": args.weights})
-    report["moved_copy"] = moved_copies(data_dir, meta["validation_cases"][:args.moved_cases])
+    # the follow-up runs the candidate (args.weights) in place of the shipped model, same pipeline otherwise
+    report["moved_copy"] = moved_copies(data_dir, meta["validation_cases"][:args.moved_cases], args.weights)
     text = json.dumps(report, indent=1)
     if args.output:
         Path(args.output).write_text(text + "\n")

@@ -137,6 +137,21 @@ def test_dated_t1ce_scans_get_a_recurrence_probability_and_a_where_next_map(tmp_
     skipped = json.loads((tmp_path / "without" / "followup.json").read_text())["recurrence"]
     assert skipped["available"] is False and not (tmp_path / "without" / "recurrence").exists()
 
+    # another registered recurrence model, by name; a file that is not one gives a sentence and no number
+    same = ["followup", *scans, "--seg", *masks, "--modality", "t1ce", "--registration", "none",
+            "--dates", "2024-01-10", "2024-04-02"]
+    code, _ = run([*same, "--recurrence-model", "recurrence-sim-v1", "-o", tmp_path / "v1"], capsys)
+    assert code == 0
+    older = json.loads((tmp_path / "v1" / "followup.json").read_text())["recurrence"]
+    assert older["model"] == "recurrence-sim-v1" and older["probability"] is not None
+    assert older["probability"] != recurrence["probability"]  # another network, another number
+    not_weights = tmp_path / "not-weights.npz"
+    not_weights.write_bytes(b"not a weights file")
+    code, _ = run([*same, "--recurrence-model", str(not_weights), "-o", tmp_path / "bad"], capsys)
+    assert code == 0  # the follow-up itself stands
+    bad = json.loads((tmp_path / "bad" / "followup.json").read_text())["recurrence"]
+    assert bad["available"] is False and "probability" not in bad and "cannot be read" in bad["sentence"]
+
 
 def test_label_maps_alone_get_no_recurrence_number_and_say_why(tmp_path, capsys):
     a = labelmap(tmp_path / "a_seg.nii.gz", tumour(et_radius=8))

@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--skip-brain-check", action="store_true", help="segment even if the brain check fails")
     p.add_argument("--no-recurrence", action="store_true",
                    help="skip the recurrence model (P(recurrence) for the latest scan and the next-visit map)")
+    p.add_argument("--recurrence-model", metavar="NAME_OR_FILE",
+                   help="recurrence model: a registered name (e.g. recurrence-sim-v1) or a weights file written by "
+                        "train-recurrence (default: the shipped one)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing follow-up in OUT")
     p.set_defaults(func=run)
 
@@ -109,7 +112,7 @@ def run(args, progress: Progress) -> dict:
                                 label_convention=args.labels, registration=args.registration, device=args.device,
                                 model=args.model, check_brain=not args.skip_brain_check,
                                 recurrence=not args.no_recurrence, progress=progress.update,
-                                note=progress.note)
+                                note=progress.note, recurrence_model=args.recurrence_model)
     response = result["response"]
     if not progress.json_lines:
         for tp in result["timepoints"]:

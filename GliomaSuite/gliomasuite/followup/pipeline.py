@@ -62,8 +62,12 @@ def compare_timepoints(timepoints: Sequence[TimePoint], out_dir, *, baseline=Non
                        rt_end: Optional[datetime.date] = None, idh: Optional[str] = None,
                        label_convention: str = "auto", registration: str = RIGID, device: str = "auto",
                        model: Optional[str] = None, check_brain: bool = True, recurrence: bool = True,
-                       progress: Optional[Progress] = None, note: Callable[[str], None] = lambda m: None) -> dict:
+                       progress: Optional[Progress] = None, note: Callable[[str], None] = lambda m: None,
+                       recurrence_model: Optional[str] = None) -> dict:
     """Run the follow-up of one patient and write it to ``out_dir`` (see the module docstring).
+
+    ``recurrence_model``: a registered recurrence model's name or a recurrence weights file (default: the
+    shipped model).
 
     ``registration`` is ``"rigid"``, ``"affine"`` or ``"none"`` (the time points are already aligned
     on one grid, as TCIA's Brain-Tumor-Progression pairs are). Returns the ``followup.json`` content.
@@ -114,7 +118,7 @@ def compare_timepoints(timepoints: Sequence[TimePoint], out_dir, *, baseline=Non
     recurrence_map = None
     if recurrence:
         report(0.88, "Recurrence model: P(recurrence) and where tumour is expected next")
-        result["recurrence"], recurrence_map = _recurrence(loaded, on_base, frames, b, say)
+        result["recurrence"], recurrence_map = _recurrence(loaded, on_base, frames, b, say, recurrence_model)
     else:
         result["recurrence"] = {"available": False, "sentence": "The recurrence model was not run (as asked)."}
     result.update(schema_version=SCHEMA_VERSION, baseline=base.tp.label, registration_kind=registration,
@@ -318,7 +322,7 @@ def _assess(loaded, on_base, frames, b, rt_end, idh, say) -> dict:
     return result
 
 
-def _recurrence(loaded, on_base, frames, b, say):
+def _recurrence(loaded, on_base, frames, b, say, name: Optional[str] = None):
     """followup.json's "recurrence" entry and the next-visit map (baseline frame), from the baseline on."""
     from ..recurrence.inference import Visit, load_recurrence_model, predict_recurrence
 
@@ -330,8 +334,8 @@ def _recurrence(loaded, on_base, frames, b, say):
         visits.append(Visit(item.tp.label, dict(placed["images"]), placed["labels"],
                             None if days is None else float(days), registration_failed=failed))
     try:
-        model, entry = load_recurrence_model()
-        outcome = predict_recurrence(visits, loaded[b].grid, model=model)
+        model, entry = load_recurrence_model(name)
+        outcome = predict_recurrence(visits, loaded[b].grid, model=model, name=model.name)
     except GliomaSuiteError as exc:  # e.g. a damaged weights file: said, and no number
         say(f"Recurrence model: {exc}")
         return {"available": False, "sentence": str(exc)}, None

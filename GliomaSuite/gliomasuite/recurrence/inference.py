@@ -10,6 +10,7 @@ latest scan; the map needs only one time point with a T1ce.
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -64,9 +65,18 @@ def recurrence_entry(name: str = DEFAULT_RECURRENCE_MODEL) -> dict:
     return models[name]
 
 
-def load_recurrence_model(name: str = DEFAULT_RECURRENCE_MODEL):
+def load_recurrence_model(name: Optional[str] = None):
+    """``(network, registry entry)`` of a registered recurrence model (checksum verified), by name (default: the
+    shipped one), or of a recurrence weights file given by path (e.g. one ``train-recurrence`` wrote), whose
+    entry then names only the file."""
     from .weights import load_recurrence_weights
 
+    name = name or DEFAULT_RECURRENCE_MODEL
+    registry = json.loads(REGISTRY.read_text()) if REGISTRY.exists() else {}
+    if name not in registry.get("recurrence", {}) and Path(name).is_file():
+        model, _ = load_recurrence_weights(name)
+        model.name = str(name)
+        return model, {"file": str(name)}
     entry = recurrence_entry(name)
     model, meta = load_recurrence_weights(MODELS_DIR / entry["file"], expected_sha256=entry["sha256"])
     model.name = name
