@@ -278,13 +278,14 @@ def test_train_segmentation_holds_out_one_cross_validation_fold_and_exports_weig
     tiny = ["--iterations", "2", "--patch", "32", "32", "32", "--channels", "4", "8", "8", "16", "16",
             "--threads", "1", "--device", "cpu"]
     result = run_cli("train-segmentation", "--data", tmp_path / "data", "--out", out, "--folds", "3", "--fold", "1",
-                     *tiny)
+                     *tiny, "--class-ratios", "1", "3", "1", "2")
     assert result.returncode == 0, result.stderr
     split = json.loads((out / "split.json").read_text())
     assert split["validation"] == case_folds(names, 3)[1]
     assert sorted(split["training"] + split["validation"]) == names
     model, meta = load_weights(out / "vnet.npz")
     assert meta["training_steps"] == 2 and meta["train_config"]["cases"] == split["training"]
+    assert meta["train_config"]["class_ratios"] == [1, 3, 1, 2]  # the patch centres were drawn as asked
 
     refused = run_cli("train-segmentation", "--data", tmp_path / "data", "--out", tmp_path / "x", "--folds", "3",
                       *tiny)
