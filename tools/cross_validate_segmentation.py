@@ -261,12 +261,10 @@ def coarse_predictions(out: Path, k: int, threads: int, cv_run: Path) -> None:
     """Each fold model's coarse probabilities (no flips) on the cached crops that its fold's refiner trains on
     or that fill in for other folds: its own validation cases (out-of-fold, ``coarse/oof``) and every base
     case (``coarse/fold<j>``); then each fold's folder of links, ``fold<k>/coarse``."""
-    import lzma
-
     import numpy as np
     import torch
 
-    from gliomasuite.segmentation.cache import load_case
+    from gliomasuite.segmentation.cache import load_case, save_array
     from gliomasuite.segmentation.inference import load_model, network_for, predict_probabilities
 
     torch.set_num_threads(threads)
@@ -275,12 +273,6 @@ def coarse_predictions(out: Path, k: int, threads: int, cv_run: Path) -> None:
     if not (out / "cache").exists():
         out.mkdir(parents=True, exist_ok=True)
         (out / "cache").symlink_to(cache.resolve())
-
-    def write(path: Path, probs) -> None:
-        tmp = path.with_suffix(".part")
-        with lzma.open(tmp, "wb", preset=6) as f:
-            np.save(f, np.round(probs * 255).astype(np.uint8), allow_pickle=False)
-        tmp.replace(path)
 
     for j, held in enumerate(folds(k)):
         model, _ = load_model(str(cv_run / f"fold{j}" / "vnet.npz"))
@@ -292,7 +284,7 @@ def coarse_predictions(out: Path, k: int, threads: int, cv_run: Path) -> None:
                 path = folder / f"{case}_coarse.npy.xz"
                 if not path.exists():
                     image, _ = load_case(cache, case)
-                    write(path, predict_probabilities(net, image, device))
+                    save_array(path, np.round(predict_probabilities(net, image, device) * 255).astype(np.uint8))
                     print(f"fold {j} {source} {case}", flush=True)
     for fold in range(k):
         links = out / f"fold{fold}" / "coarse"

@@ -2,8 +2,6 @@
 coarse answer, that it trains on coarse probabilities moved with the images, and that it loads only as a
 refiner."""
 
-import lzma
-
 import numpy as np
 import pytest
 import torch
@@ -20,7 +18,7 @@ CASES = ["Patient_1", "Synthetic_3"]
 def cache(tmp_path_factory):
     """Two demo cases cached for training, and as their 'coarse' probabilities their own truth regions."""
     from gliomasuite.demo import make_demo_study
-    from gliomasuite.segmentation.cache import build_cache, load_case
+    from gliomasuite.segmentation.cache import build_cache, load_case, save_array
 
     root = tmp_path_factory.mktemp("cases")
     make_demo_study(root / "Patient_1", seed=1)
@@ -32,8 +30,7 @@ def cache(tmp_path_factory):
     for name in CASES:
         _, labels = load_case(out, name)
         regions = np.stack([labels > 0, (labels == 1) | (labels == 4), labels == 4]).astype(np.uint8) * 255
-        with lzma.open(coarse / f"{name}_coarse.npy.xz", "wb") as f:
-            np.save(f, regions, allow_pickle=False)
+        save_array(coarse / f"{name}_coarse.npy.xz", regions)
     return out
 
 

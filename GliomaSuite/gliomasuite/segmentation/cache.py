@@ -29,14 +29,16 @@ def dequantise(array: np.ndarray) -> np.ndarray:
     return (array.astype(np.float32) - QUANT_OFFSET) / QUANT_SCALE
 
 
-def _save(path: Path, array: np.ndarray) -> None:
+def save_array(path: Path, array: np.ndarray) -> None:
+    """One array as an xz-compressed ``.npy``, written under a temporary name and then renamed."""
     tmp = path.with_suffix(path.suffix + ".part")
     with lzma.open(tmp, "wb", preset=6) as f:
         np.save(f, array, allow_pickle=False)
     tmp.replace(path)
 
 
-def _load(path: Path) -> np.ndarray:
+def load_array(path: Path) -> np.ndarray:
+    """An array written by :func:`save_array` (no pickle: no code runs)."""
     with lzma.open(path, "rb") as f:
         return np.load(f, allow_pickle=False)
 
@@ -75,8 +77,8 @@ def build_cache(data_dir, cache_dir, cases: Optional[Sequence[str]] = None,
         study = load_study(folder)
         prepared = prepare(study.images)
         labels = label_to_prepared(sitk.ReadImage(str(find_segmentation(folder))), prepared)
-        _save(cache_dir / f"{name}_image.npy.xz", quantise(prepared.array))
-        _save(cache_dir / f"{name}_label.npy.xz", labels.astype(np.uint8))
+        save_array(cache_dir / f"{name}_image.npy.xz", quantise(prepared.array))
+        save_array(cache_dir / f"{name}_label.npy.xz", labels.astype(np.uint8))
         entries[name] = {"image": f"{name}_image.npy.xz", "label": f"{name}_label.npy.xz",
                          "shape": list(labels.shape),
                          "label_voxels": {str(v): int((labels == v).sum()) for v in (1, 2, 4)}}
@@ -96,4 +98,4 @@ def load_case(cache_dir, name: str):
     cache_dir = Path(cache_dir)
     manifest = json.loads((cache_dir / MANIFEST).read_text())
     entry = manifest["cases"][name]
-    return dequantise(_load(cache_dir / entry["image"])), _load(cache_dir / entry["label"])
+    return dequantise(load_array(cache_dir / entry["image"])), load_array(cache_dir / entry["label"])

@@ -36,7 +36,7 @@ from typing import Callable, List
 import numpy as np
 import torch
 
-from .cache import _load, cached_cases, load_case
+from .cache import cached_cases, load_array, load_case
 from .carvemix import carve_mix, donors_from
 from .config import TrainConfig, add_training_arguments, config_from_arguments  # noqa: F401 (re-exported)
 from .inference import choose_device
@@ -115,13 +115,16 @@ class PatchSampler:
         self.rng = np.random.RandomState(rank_seed)
         self.pad = SpatialPad(spatial_size=list(config.patch))
         indexer = ClassesToIndices(num_classes=4)
+        if config.coarse and config.downsample != 1:
+            raise ValueError("a refiner (--coarse) works on 1 mm voxels: give --downsample 1")
+        if config.coarse and config.carvemix:
+            raise ValueError("lesion mixing (--carvemix) has no coarse probabilities for the pasted tumour; "
+                             "train a refiner without it")
         self.items = []
         for name in cases:
             image, labels = load_case(config.cache, name)
             if config.coarse:
-                if config.downsample != 1:
-                    raise ValueError("a refiner (--coarse) works on 1 mm voxels: give --downsample 1")
-                coarse = _load(Path(config.coarse) / f"{name}_coarse.npy.xz")
+                coarse = load_array(Path(config.coarse) / f"{name}_coarse.npy.xz")
                 if coarse.shape != (COARSE_CHANNELS,) + labels.shape:
                     raise ValueError(f"{name}: coarse probabilities of shape {coarse.shape}, not on the cache's crop")
             classes = np.zeros(labels.shape, dtype=np.uint8)
@@ -138,9 +141,6 @@ class PatchSampler:
                 self.items[-1]["coarse"] = self.pad(torch.from_numpy(coarse)).to(device)
         self.augment = make_augmentation(config, device)
         self.augment.set_random_state(seed=rank_seed)
-        if config.carvemix and config.coarse:
-            raise ValueError("lesion mixing (--carvemix) has no coarse probabilities for the pasted tumour; "
-                             "train a refiner without it")
         self.donors = donors_from(self.items, list(cases)) if config.carvemix else []
 
     def batch(self):
