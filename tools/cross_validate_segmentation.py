@@ -45,6 +45,21 @@ and with the shipped fold models::
     .venv/bin/python tools/cross_validate_segmentation.py compare --before docs/benchmarks/cv-longer-training.json \
         --out-json docs/benchmarks/cv-carvemix.json
 
+The non-enhancing-core lever (three times as many patches centred on necrotic / non-enhancing core) and the
+semi-supervision lever (the unlabelled real case, labelled by each fold's own model, added to that fold's
+training), each the same second round, compared with the longer-training run (same start, steps, lr)::
+
+    .venv/bin/python tools/cross_validate_segmentation.py train --out .trainpack/cv-core --fold 0 \
+        --continue-from .trainpack/cv --lr 2.5e-4 --iterations 300 --class-ratios 1 3 1 2   # ... --fold 3
+    .venv/bin/python tools/cross_validate_segmentation.py pseudo-labels --out .trainpack/cv-semi \
+        --continue-from .trainpack/cv
+    .venv/bin/python tools/cross_validate_segmentation.py train --out .trainpack/cv-semi --fold 0 \
+        --continue-from .trainpack/cv --lr 2.5e-4 --iterations 300                          # ... --fold 3
+    .venv/bin/python tools/cross_validate_segmentation.py evaluate --out .trainpack/cv-core --threads 2 \
+        --reference vnet-brats-ensemble-v1 --out-json docs/benchmarks/cv-core-sampling.json   # cv-semi likewise
+    .venv/bin/python tools/cross_validate_segmentation.py compare --before docs/benchmarks/cv-longer-training.json \
+        --out-json docs/benchmarks/cv-core-sampling.json
+
 The 1 mm refinement lever (``gliomasuite/segmentation/refine.py``): each fold's 2 mm model gives coarse
 probabilities; a refiner per fold learns to redraw them at 1 mm from the fold's training cases, whose
 coarse inputs are out-of-fold where they can be (a CV case's from the fold model that never saw it; the
@@ -173,7 +188,53 @@ def training_cases(out: Path, fold: int, k: int):
             continue
         if source in CV or source in BASE or name.startswith(("Synthetic_", "Healthy_")):
             names.append(name)
+        elif name.startswith("Pseudo_") and name.endswith(f"_f{fold}"):  # this fold's own pseudo-labelled case
+            names.append(name)
     return sorted(names)
+
+
+def pseudo_labels(out: Path, k: int, threads: int, continue_from: Path) -> None:
+    """The semi-supervision lever: ``out/cache`` becomes ``continue_from``'s cache (linked) plus, for each fold,
+    the unlabelled real case of ``$GLIOMASUITE_DATA/brats-unlabelled`` labelled by that fold's own model
+    (``Pseudo_<case>_f<fold>``; a fold model never saw its validation cases, so neither does its label)."""
+    import shutil
+
+    import SimpleITK as sitk
+    import torch
+
+    from gliomasuite.segmentation.cache import build_cache
+    from gliomasuite.segmentation.inference import load_model, segment_study
+    from gliomasuite.study import load_study
+
+    torch.set_num_threads(threads)
+    source_cache = Path(continue_from) / "cache"
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((source_cache / "cache.json").read_text())
+    for entry in manifest["cases"].values():
+        for key in ("image", "label"):
+            link = cache / entry[key]
+            if not link.exists():
+                link.symlink_to((source_cache / entry[key]).resolve())
+    if not (cache / "cache.json").exists():
+        (cache / "cache.json").write_text(json.dumps(manifest, indent=1))
+    unlabelled = Path(os.environ.get("GLIOMASUITE_DATA", ROOT.parent / "shared" / "data")) / "brats-unlabelled"
+    cases = sorted(p for p in unlabelled.iterdir() if p.is_dir())
+    with tempfile.TemporaryDirectory() as tmp:
+        for fold in range(k):
+            model, _ = load_model(str(Path(continue_from) / f"fold{fold}" / "vnet.npz"))
+            for case in cases:
+                name = f"Pseudo_{case.name}_f{fold}"
+                study = load_study(case)
+                result = segment_study(study, model, device="cpu")
+                folder = Path(tmp) / name
+                folder.mkdir()
+                for modality, path in study.paths.items():
+                    shutil.copyfile(path, folder / f"{name}_{modality}.nii.gz")
+                sitk.WriteImage(result.labels, str(folder / f"{name}_seg.nii.gz"))
+                print(f"fold {fold}: {case.name} pseudo-labelled, " + ", ".join(
+                    f"{r} {v:.1f} cm3" for r, v in result.volumes_cm3.items()), flush=True)
+        build_cache(tmp, cache)
 
 
 def train(out: Path, fold: int, k: int, threads: int, max_minutes: float, continue_from: Path = None,
@@ -192,7 +253,7 @@ def train(out: Path, fold: int, k: int, threads: int, max_minutes: float, contin
     init = MODELS_DIR / f"{INIT}.npz"
     seed = fold
     if continue_from is not None:
-        for name in ("cache", "base-cache"):
+        for name in ("cache", "base-cache"):  # (a cache of its own, e.g. made by pseudo_labels, is kept)
             if not (out / name).exists():
                 (out / name).symlink_to(Path(continue_from).resolve() / name)
         init = Path(continue_from) / f"fold{fold}" / "vnet.npz"
@@ -659,7 +720,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["prepare", "folds", "train", "evaluate", "register", "tables", "compare",
                                          "ceiling", "coarse", "train-refiner", "evaluate-refiner",
-                                         "register-refiners"])
+                                         "register-refiners", "pseudo-labels"])
     parser.add_argument("--out", default=str(ROOT / ".trainpack" / "cv"))
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--fold", type=int)
@@ -707,6 +768,8 @@ def main(argv=None):
         coarse_predictions(out, args.folds, args.threads, Path(args.coarse_run))
     elif args.step == "train-refiner":
         train_refiner(out, args.fold, args.folds, args.threads, args.max_minutes)
+    elif args.step == "pseudo-labels":
+        pseudo_labels(out, args.folds, args.threads, Path(args.continue_from))
     elif args.step == "register-refiners":
         register_refiners(out, args.folds)
     elif args.step == "evaluate-refiner":
