@@ -31,6 +31,7 @@ def test_every_unseen_case_is_validated_exactly_once_and_the_seen_ones_never():
 def test_a_fold_trains_on_no_validation_case_nor_its_mirror(tmp_path):
     names = cv.BASE + cv.CV + [f"Mirrored_{c}" for c in cv.BASE[:5] + cv.CV] + ["Synthetic_101", "Healthy_111",
                                                                                  "Somebody_else"]
+    names += [f"Pseudo_Unlabelled_f{fold}" for fold in range(4)]
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "cache.json").write_text(json.dumps({"cases": {n: {} for n in names}}))
     for fold, held in enumerate(cv.folds(4)):
@@ -40,3 +41,5 @@ def test_a_fold_trains_on_no_validation_case_nor_its_mirror(tmp_path):
         assert set(cv.BASE) <= training and "Synthetic_101" in training and "Healthy_111" in training
         assert set(cv.CV) - set(held) <= training
         assert "Somebody_else" not in training  # only the named cases are ever read
+        # the unlabelled case only as labelled by this fold's own model, which never saw the fold's cases
+        assert {n for n in training if n.startswith("Pseudo_")} == {f"Pseudo_Unlabelled_f{fold}"}
