@@ -368,6 +368,17 @@ def train_refiner(out: Path, fold: int, k: int, threads: int, max_minutes: float
                   ["--coarse", str(run / "coarse"), "--export", str(run / "refiner.npz")])
 
 
+def _trained_folds(out: Path, k: int, file: str):
+    """``(fold, its validation cases, out/fold<fold>/file)`` for each fold whose ``file`` was written; the
+    others are named as not scored."""
+    for i, held in enumerate(folds(k)):
+        path = out / f"fold{i}" / file
+        if path.exists():
+            yield i, held, path
+        else:
+            print(f"fold {i}: no {path}; its cases are not scored")
+
+
 def _held_out_case(case: str):
     """One validation case read end to end: ``(prepared study, expert label image, its array, score)``, where
     ``score(probabilities)`` post-processes them, maps the labels back onto the input grid and gives
@@ -404,11 +415,7 @@ def evaluate_refiner(out: Path, k: int, out_json, threads: int, cv_run: Path, wh
     torch.set_num_threads(threads)
     device = torch.device("cpu")
     cases = {}
-    for i, held in enumerate(folds(k)):
-        refiner_file = out / f"fold{i}" / "refiner.npz"
-        if not refiner_file.exists():
-            print(f"fold {i}: no {refiner_file}; its cases are not scored")
-            continue
+    for i, held, refiner_file in _trained_folds(out, k, "refiner.npz"):
         net, _, _ = network_for(load_model(str(cv_run / f"fold{i}" / "vnet.npz"))[0], device)
         refiner, _, _ = network_for(load_refiner(str(refiner_file))[0], device)
         for case in held:
@@ -514,11 +521,7 @@ def evaluate(out: Path, k: int, out_json, threads: int = 2, reference: str = Non
     default, _ = load_model(reference)  # the reference run side by side (default: the shipped default)
     default_net, _, _ = network_for(default, device)
     cases = {}
-    for i, held in enumerate(folds(k)):
-        weights = out / f"fold{i}" / "vnet.npz"
-        if not weights.exists():
-            print(f"fold {i}: no {weights}; its cases are not scored")
-            continue
+    for i, held, weights in _trained_folds(out, k, "vnet.npz"):
         model, meta = load_model(str(weights))
         net, _, _ = network_for(model, device)
         for case in held:
@@ -642,14 +645,26 @@ def tables(result_json) -> str:
 
 
 
+def _copy_into_models(source: Path, name: str) -> dict:
+    """Copy a fold's network file (and the train log beside it) into gliomasuite/models as ``name``; returns the
+    registry entry's ``file`` and ``sha256``."""
+    import shutil
+
+    from gliomasuite.registry import MODELS_DIR
+    from gliomasuite.segmentation.weights import sha256
+
+    target = MODELS_DIR / f"{name}.npz"
+    shutil.copyfile(source, target)
+    shutil.copyfile(source.parent / "train_log.jsonl", MODELS_DIR / f"{name}-train-log.jsonl")
+    return {"file": target.name, "sha256": sha256(target)}
+
+
 def register(out: Path, k: int) -> None:
     """Ship the fold models: copy each fold's weights (and train log) into gliomasuite/models as
     ``vnet-brats-cv4-f<i>`` and register them, and the ensemble of all of them as :data:`ENSEMBLE`,
     in models.json. The card (``ENSEMBLE.md``) is written by hand from the evaluation."""
-    import shutil
-
-    from gliomasuite.registry import MODELS_DIR, REGISTRY
-    from gliomasuite.segmentation.weights import load_weights, sha256
+    from gliomasuite.registry import REGISTRY
+    from gliomasuite.segmentation.weights import load_weights
 
     registry = json.loads(REGISTRY.read_text())
     members = []
@@ -657,11 +672,8 @@ def register(out: Path, k: int) -> None:
         source = out / f"fold{i}" / "vnet.npz"
         load_weights(source)  # refuses anything that is not our network file
         name = f"vnet-brats-cv{k}-f{i}"
-        target = MODELS_DIR / f"{name}.npz"
-        shutil.copyfile(source, target)
-        shutil.copyfile(out / f"fold{i}" / "train_log.jsonl", MODELS_DIR / f"{name}-train-log.jsonl")
         registry["models"][name] = {
-            "file": target.name, "sha256": sha256(target), "card": f"{ENSEMBLE}.md", "version": "1.0.0",
+            **_copy_into_models(source, name), "card": f"{ENSEMBLE}.md", "version": "1.0.0",
             "architecture": "VNet", "inputs": ["t1", "t1ce", "t2", "flair"], "optional_inputs": [],
             "network_resolution_mm": 2, "outputs": ["WT", "TC", "ET"],
             "labels": {"1": "Necrotic core", "2": "Edema", "4": "Enhancing tumour"}, "normalisation": "cohort",
@@ -684,11 +696,8 @@ REFINED = "vnet-brats-cv4-refined-v1"
 def register_refiners(out: Path, k: int) -> None:
     """Ship the fold refiners as ``refine-cv<k>-f<i>`` and :data:`REFINED`: :data:`ENSEMBLE` refined by all of
     them (averaged), in models.json."""
-    import shutil
-
-    from gliomasuite.registry import MODELS_DIR, REGISTRY
+    from gliomasuite.registry import REGISTRY
     from gliomasuite.segmentation.inference import load_refiner
-    from gliomasuite.segmentation.weights import sha256
 
     registry = json.loads(REGISTRY.read_text())
     names = []
@@ -696,11 +705,8 @@ def register_refiners(out: Path, k: int) -> None:
         source = out / f"fold{i}" / "refiner.npz"
         load_refiner(str(source))  # refuses anything that is not one of our refiners
         name = f"refine-cv{k}-f{i}"
-        target = MODELS_DIR / f"{name}.npz"
-        shutil.copyfile(source, target)
-        shutil.copyfile(out / f"fold{i}" / "train_log.jsonl", MODELS_DIR / f"{name}-train-log.jsonl")
         registry["models"][name] = {
-            "file": target.name, "sha256": sha256(target), "card": f"{REFINED}.md", "version": "1.0.0",
+            **_copy_into_models(source, name), "card": f"{REFINED}.md", "version": "1.0.0",
             "architecture": "VNet (1 mm refiner)", "inputs": ["t1", "t1ce", "t2", "flair", "coarse WT/TC/ET"],
             "network_resolution_mm": 1, "outputs": ["WT", "TC", "ET"], "refiner": True,
             "use": f"refiner of fold {i} of {REFINED}; never trained on {', '.join(held)}"}
